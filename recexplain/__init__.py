@@ -1,0 +1,3 @@
+"""recexplain: explainable attention recommenders (additive, multiplicative, hard)."""
+
+__version__ = "0.1.0"

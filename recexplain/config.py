@@ -1,0 +1,140 @@
+"""Frozen, typed configuration for data, model and training, plus named presets."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Attention = Literal["additive", "multiplicative", "hard"]
+ATTENTION_VARIANTS: tuple[str, ...] = ("additive", "multiplicative", "hard")
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """Which columns of a user-supplied file hold the canonical fields."""
+
+    user: str = "user_id"  # user identifier column (any hashable values)
+    item: str = "item_id"  # item identifier column
+    timestamp: str = "timestamp"  # int seconds, or date/time strings
+    rating: str | None = None  # optional explicit rating column
+    item_title: str = "title"  # in the optional item metadata file
+    item_genres: str | None = None  # optional genres column ('|'-separated) in the item file
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where interactions come from and how they are filtered before the split."""
+
+    dataset: str = "ml-100k"  # ml-100k | ml-1m | ml-20m | ml-25m | ml-latest-small | netflix | file
+    path: str | None = None  # folder (netflix) or CSV/TSV/Parquet file (file)
+    items_path: str | None = None  # optional item metadata file (file source)
+    columns: ColumnMap = field(default_factory=ColumnMap)  # column mapping (file source)
+    implicit_threshold: float | None = None  # keep only ratings >= this; None keeps every rating
+    k_core: int = 0  # iteratively keep users and items with >= k interactions (0 = off)
+    on_duplicate: Literal["error", "drop"] = "error"  # repeated (user, item, timestamp) rows
+    offline: bool = False  # skip the GroupLens download and use the offline source directly
+    cache_dir: str | None = None  # None: $RECEXPLAIN_CACHE or ~/.cache/recexplain
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Size and attention variant of one AttentionRecommender."""
+
+    attention: Attention = "multiplicative"  # scorer used in every block and in the readout
+    d_model: int = 64  # embedding and hidden width
+    n_blocks: int = 2  # causal self-attention blocks over the history (0 = readout only)
+    n_heads: int = 2  # heads per self-attention block
+    d_attn: int = 32  # hidden width of the additive (Bahdanau) scorer
+    hard_k: int = 1  # keys the hard variant selects per query
+    gumbel_tau: float = 0.5  # temperature of the straight-through Gumbel relaxation (hard)
+    max_len: int = 50  # history window length; older items are cut
+    dropout: float = 0.2  # dropout on embeddings and block outputs
+    recency_bias: bool = True  # learned bias on the readout scores by distance to the query
+    item_chunk: int = 4096  # items scored per step in full ranking (bounds memory)
+
+    def __post_init__(self) -> None:
+        if self.attention not in ATTENTION_VARIANTS:
+            raise ValueError(
+                f"attention must be one of {ATTENTION_VARIANTS}, got {self.attention!r}"
+            )
+        for name in ("d_model", "n_heads", "d_attn", "hard_k", "max_len", "item_chunk"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_blocks < 0:
+            raise ValueError(f"n_blocks must be >= 0, got {self.n_blocks}")
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.gumbel_tau <= 0:
+            raise ValueError(f"gumbel_tau must be > 0, got {self.gumbel_tau}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, negatives, early stopping and evaluation settings."""
+
+    seed: int = 0  # one seed fixes init, dropout, negatives and batch order
+    batch_size: int = 128  # training windows per step
+    n_negatives: int = 256  # uniformly sampled negatives shared by the batch (sampled softmax)
+    learning_rate: float = 1e-3  # peak learning rate after warmup
+    warmup_steps: int = 100  # linear warmup steps
+    weight_decay: float = 0.01  # AdamW decoupled weight decay
+    clip_norm: float = 1.0  # global gradient-norm clip
+    max_epochs: int = 200  # upper bound; early stopping usually ends sooner
+    patience: int = 10  # epochs without validation NDCG@10 gain before stopping
+    eval_every: int = 1  # validate every this many epochs
+    min_epochs: int = 0  # never stop before this many epochs
+    eval_batch: int = 256  # users per full-ranking step
+    bootstrap: int = 1000  # bootstrap resamples for the test-metric CIs
+    window_stride: int | None = None  # training windows step back by this much (None = max_len)
+
+
+PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
+    # What the dashboard and `make run` train: d=64, 2 blocks, L=50.
+    "default": (ModelConfig(), TrainConfig()),
+    # Seconds, for smoke tests and demos; far from converged.
+    "tiny": (
+        ModelConfig(d_model=16, n_blocks=1, n_heads=1, d_attn=8, max_len=20),
+        TrainConfig(batch_size=64, n_negatives=32, max_epochs=2, patience=2, bootstrap=100),
+    ),
+}
+
+
+def preset(name: str, attention: str = "multiplicative") -> tuple[ModelConfig, TrainConfig]:
+    """Returns the named (model, train) preset with the chosen attention variant."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    model, train = PRESETS[name]
+    return dataclasses.replace(model, attention=attention), train  # type: ignore[arg-type]
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a (nested) config dataclass."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Rebuilds a config dataclass from `to_dict` output; unknown keys raise ValueError."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{cls.__name__}: expected a JSON object, got {type(data).__name__}")
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}")
+    kwargs = dict(data)
+    if cls is DataConfig and isinstance(kwargs.get("columns"), dict):
+        kwargs["columns"] = from_dict(ColumnMap, kwargs["columns"])
+    try:
+        return cls(**kwargs)
+    except TypeError as err:  # wrong types surface here as TypeError; make it a config error
+        raise ValueError(f"{cls.__name__}: {err}") from err
+
+
+def dumps(cfg: Any) -> str:
+    """Stable JSON text of a config."""
+    return json.dumps(to_dict(cfg), indent=2, sort_keys=True)

@@ -1,0 +1,204 @@
+"""The three attention scorers and their weights as pure functions (additive, multiplicative, hard).
+
+Conventions: `q` are queries, `k` keys; a boolean `mask` is True where a key may be attended.
+Masked keys get weight exactly 0 and the weights of a query sum to 1 whenever it has at least one
+unmasked key (a query with none gets all-zero weights, never NaN). Softmax runs in float32.
+
+    additive (Bahdanau):     e_i = v^T tanh(q + k_i)   (q, k_i already projected by W_q, W_k)
+    multiplicative (Luong):  e_i = q . k_i / sqrt(d)   (the bilinear W lives in the projections)
+    hard:                    exact top-k of e_i at inference, renormalised softmax over the
+                             selected keys; straight-through Gumbel top-k while training.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def additive_scores(q: Array, k: Array, v: Array) -> Array:
+    """Bahdanau scores e_ij = v^T tanh(q_i + k_j).
+
+    Args:
+      q: [..., Lq, A] projected queries (W_q q + b).
+      k: [..., Lk, A] projected keys (W_k k).
+      v: [A] scoring vector.
+    Returns:
+      [..., Lq, Lk] scores.
+    """
+    hidden = jnp.tanh(q[..., :, None, :] + k[..., None, :, :])  # [..., Lq, Lk, A]
+    return hidden @ v
+
+
+def multiplicative_scores(q: Array, k: Array) -> Array:
+    """Scaled dot-product scores e_ij = q_i . k_j / sqrt(d).
+
+    Args:
+      q: [..., Lq, D] projected queries.
+      k: [..., Lk, D] projected keys.
+    Returns:
+      [..., Lq, Lk] scores.
+    """
+    return (q @ jnp.swapaxes(k, -1, -2)) / jnp.sqrt(jnp.float32(q.shape[-1]))
+
+
+def _masked(scores: Array, mask: Array) -> Array:
+    return jnp.where(mask, scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
+
+
+def softmax_weights(scores: Array, mask: Array) -> Array:
+    """Softmax over the last axis restricted to `mask`; masked entries are exactly 0.
+
+    Args:
+      scores: [..., Lk] scores.
+      mask: [..., Lk] (broadcastable) True where the key may be attended.
+    Returns:
+      [..., Lk] float32 weights.
+    """
+    mask = jnp.broadcast_to(mask, scores.shape)
+    weights = jax.nn.softmax(_masked(scores, mask), axis=-1)
+    return jnp.where(mask, weights, 0.0)
+
+
+def topk_mask(scores: Array, mask: Array, k: int) -> Array:
+    """True on the k highest-scoring unmasked keys (fewer when fewer are unmasked).
+
+    Args:
+      scores: [..., Lk]; mask: [..., Lk] (broadcastable); k: keys to keep.
+    Returns:
+      [..., Lk] boolean selection, a subset of `mask`.
+    """
+    mask = jnp.broadcast_to(mask, scores.shape)
+    k = min(k, scores.shape[-1])
+    _, idx = jax.lax.top_k(_masked(scores, mask), k)  # [..., k]
+    chosen = jax.nn.one_hot(idx, scores.shape[-1], dtype=jnp.bool_).any(axis=-2)
+    return chosen & mask
+
+
+def hard_weights(
+    scores: Array, mask: Array, k: int, *, key: Array | None = None, tau: float = 0.5
+) -> Array:
+    """Hard attention: weight only on the top-k keys.
+
+    At inference (`key=None`) the k best keys keep their softmax weights renormalised among
+    themselves (k = 1 gives weight 1 on the argmax), so exactly min(k, #unmasked) weights are
+    non-zero. While training (`key` given) the selection uses Gumbel-perturbed scores and the
+    gradient is that of softmax(perturbed / tau) (straight-through estimator).
+
+    Args:
+      scores: [..., Lk]; mask: [..., Lk] (broadcastable); k: keys selected per query.
+      key: PRNG key for Gumbel noise (training) or None (exact, deterministic top-k).
+      tau: relaxation temperature for the backward pass.
+    Returns:
+      [..., Lk] float32 weights.
+    """
+    scores = scores.astype(jnp.float32)
+    if key is not None:
+        scores = scores + jax.random.gumbel(key, scores.shape, jnp.float32)
+    chosen = topk_mask(scores, mask, k)
+    hard = softmax_weights(scores, chosen)
+    if key is None:
+        return hard
+    soft = softmax_weights(scores / tau, mask)
+    return hard + soft - jax.lax.stop_gradient(soft)
+
+
+def attention_weights(
+    scores: Array,
+    mask: Array,
+    kind: str,
+    *,
+    k: int = 1,
+    key: Array | None = None,
+    tau: float = 0.5,
+) -> Array:
+    """Weights for a variant: softmax for additive/multiplicative, top-k for hard.
+
+    Args:
+      scores: [..., Lk] from `additive_scores` or `multiplicative_scores`.
+      mask: [..., Lk] True where the key may be attended.
+      kind: "additive" | "multiplicative" | "hard".
+      k, key, tau: hard-attention settings (see `hard_weights`).
+    Returns:
+      [..., Lk] float32 weights (masked keys exactly 0).
+    """
+    if kind == "hard":
+        return hard_weights(scores, mask, k, key=key, tau=tau)
+    if kind in ("additive", "multiplicative"):
+        return softmax_weights(scores, mask)
+    raise ValueError(f"unknown attention kind {kind!r}")
+
+
+def prefix_readout(scores: Array, values: Array, mask: Array, *, floor: float = 60.0) -> Array:
+    """For every prefix t, sum_i softmax_{i<=t}(scores)_i * values_i, in O(L) per row.
+
+    This is the target-attention readout at every position at once: the scores of a candidate
+    against history item i do not depend on the query position t, so the causal softmax over
+    i <= t is a ratio of two running sums (no [T, L] matrix per candidate). The exponentials
+    are shifted by the row maximum; scores more than `floor` below it are raised to that floor
+    so an early prefix whose keys all score far below a later key cannot underflow to 0/0
+    (their weights relative to each other then become uniform, a change below e^-60 of the
+    row's mass). Used for training; inference uses the exact `attention_weights`.
+
+    Args:
+      scores: [..., L] candidate-vs-key scores (recency term already folded in).
+      values: [..., L] value of each key for that candidate (v_i . e_c).
+      mask: [..., L] valid keys.
+      floor: how far below the row maximum a score may fall before it is clipped.
+    Returns:
+      [..., L] readout at each prefix end t (0 where the prefix has no valid key).
+    """
+    s = jnp.where(mask, scores.astype(jnp.float32), -jnp.inf)
+    top = jax.lax.stop_gradient(s.max(-1, keepdims=True))
+    top = jnp.where(jnp.isfinite(top), top, 0.0)
+    w = jnp.where(mask, jnp.exp(jnp.maximum(s, top - floor) - top), 0.0)
+    z = jnp.cumsum(w, axis=-1)
+    num = jnp.cumsum(w * values.astype(jnp.float32), axis=-1)
+    return jnp.where(z > 0, num / jnp.where(z > 0, z, 1.0), 0.0)
+
+
+def prefix_hard_readout(scores: Array, values: Array, mask: Array, k: int) -> Array:
+    """For every prefix t, the readout that keeps only the top-k keys among i <= t.
+
+    A running top-k buffer is carried through the keys with `lax.scan`, so the cost is
+    O(L * k) per row instead of O(L^2).
+
+    Args:
+      scores: [..., L]; values: [..., L]; mask: [..., L]; k: keys kept.
+    Returns:
+      [..., L] readout at each prefix end t (0 where the prefix has no valid key).
+    """
+    if k == 1:
+        return _prefix_argmax_readout(scores, values, mask)
+    lead = scores.shape[:-1]
+    neg = jnp.finfo(jnp.float32).min
+    s = jnp.moveaxis(jnp.where(mask, scores.astype(jnp.float32), neg), -1, 0)  # [L, ...]
+    v = jnp.moveaxis(values.astype(jnp.float32), -1, 0)
+
+    def step(carry, x):
+        buf_s, buf_v = carry  # [..., k]
+        cand_s = jnp.concatenate([buf_s, x[0][..., None]], axis=-1)
+        cand_v = jnp.concatenate([buf_v, x[1][..., None]], axis=-1)
+        top_s, idx = jax.lax.top_k(cand_s, k)
+        top_v = jnp.take_along_axis(cand_v, idx, axis=-1)
+        valid = top_s > neg
+        w = softmax_weights(top_s, valid)
+        return (top_s, top_v), (w * top_v).sum(-1)
+
+    init = (jnp.full(lead + (k,), neg, jnp.float32), jnp.zeros(lead + (k,), jnp.float32))
+    _, out = jax.lax.scan(step, init, (s, v))
+    return jnp.moveaxis(out, 0, -1)
+
+
+def _prefix_argmax_readout(scores: Array, values: Array, mask: Array) -> Array:
+    """k = 1 case of `prefix_hard_readout` with two running maxima instead of a scan."""
+    length = scores.shape[-1]
+    s = jnp.where(mask, scores.astype(jnp.float32), -jnp.inf)
+    best = jax.lax.cummax(s, axis=s.ndim - 1)
+    before = jnp.concatenate([jnp.full_like(best[..., :1], -jnp.inf), best[..., :-1]], axis=-1)
+    new_max = (s > before) & mask  # strict: on ties the earlier key stays selected, as top_k
+    idx = jax.lax.cummax(jnp.where(new_max, jnp.arange(length), -1), axis=s.ndim - 1)
+    picked = jnp.take_along_axis(values.astype(jnp.float32), jnp.maximum(idx, 0), axis=-1)
+    return jnp.where(idx >= 0, picked, 0.0)

@@ -1,0 +1,417 @@
+"""Saved runs: `runs/<run_id>/` with an Orbax checkpoint and JSON/Parquet side files.
+
+A run folder holds everything needed to reload and re-run a model:
+
+    config.json          model type + frozen data / model / train configs, catalog size
+    data.json            data set name, SHA-256 fingerprint, data report
+    items.parquet        internal item id -> original id, title, genres, year
+    users.parquet        internal user id -> original id
+    checkpoint/          Orbax checkpoint of the parameters (arrays only)
+    metrics.json         test and validation metrics with bootstrap CIs, best epoch, timings
+    history.json         one record per epoch
+    ranking_test.parquet per-user test rank (n_greater, n_tied) and top-20 list, for paired tests
+    manifest.json        run id, creation time, code version, SHA-256 of every other file
+
+A run is written into a hidden temporary folder and renamed into place only when complete, so
+`runs/` never holds a half-written run under a real name. Loading reads JSON, Parquet and Orbax
+array files only: nothing from a run folder is unpickled or executed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pandas as pd
+from flax import nnx
+
+from recexplain import config as C
+from recexplain.evaluation import Ranking
+
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+CHECKPOINT = "checkpoint"
+
+
+class RunError(ValueError):
+    """A run is missing, malformed, tampered with, or its id is not allowed."""
+
+
+def check_run_id(run_id: str) -> str:
+    """Returns run_id if it is a safe folder name (letters, digits, . _ -), else raises RunError."""
+    if not isinstance(run_id, str) or not RUN_ID.match(run_id) or ".." in run_id:
+        raise RunError(
+            f"invalid run id {run_id!r}: use 1-100 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return run_id
+
+
+def code_version() -> str:
+    """Package version plus the git commit when the code runs from a checkout."""
+    from recexplain import __version__
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{__version__}+{commit}" if commit else __version__
+
+
+@dataclass
+class Run:
+    """A loaded run: configs, the model in eval mode, metrics and id maps."""
+
+    run_id: str
+    path: Path
+    model_type: str  # "attention" or a baseline name
+    data_cfg: C.DataConfig
+    model_cfg: Any  # ModelConfig for attention runs; a dict of knobs for baselines
+    train_cfg: Any
+    model: Any
+    items: pd.DataFrame  # index: internal item id 1..N; item_id, title, genres, year
+    user_ids: np.ndarray  # [U] original user ids
+    fingerprint: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def max_len(self) -> int:
+        return int(getattr(self.model_cfg, "max_len", 0) or self.manifest.get("max_len", 50))
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    @property
+    def label(self) -> str:
+        """Short human label, e.g. 'additive' or 'ease'."""
+        if self.model_type == "attention":
+            return str(self.model_cfg.attention)
+        return self.model_type
+
+    def scorer(self) -> Callable[[np.ndarray, np.ndarray], Any]:
+        """(users, inputs [B, L]) -> scores [B, N + 1] for full ranking."""
+        return _SCORERS[self.model_type](self.model)
+
+    def ranking(self, which: str = "test") -> Ranking:
+        """The per-user ranking saved with the run."""
+        return read_ranking(self.path / f"ranking_{which}.parquet")
+
+
+# model_type -> (build an empty model from the saved config, make a scorer from a model)
+_BUILDERS: dict[str, Callable[[dict[str, Any]], Any]] = {}
+_SCORERS: dict[str, Callable[[Any], Callable]] = {}
+
+
+def register_model_type(name: str, build_abstract: Callable, make_scorer: Callable) -> None:
+    """Lets baselines plug into save/load: an abstract-model builder and a scorer factory."""
+    _BUILDERS[name], _SCORERS[name] = build_abstract, make_scorer
+
+
+def _build_attention(cfg: dict[str, Any]) -> Any:
+    from recexplain.models.recommender import AttentionRecommender
+
+    model_cfg = C.from_dict(C.ModelConfig, cfg["model"])
+    return nnx.eval_shape(
+        lambda: AttentionRecommender(model_cfg, int(cfg["n_items"]), rngs=nnx.Rngs(0))
+    )
+
+
+def _attention_scorer(model: Any) -> Callable:
+    from recexplain.models.recommender import make_scorer
+
+    return make_scorer(model)
+
+
+register_model_type("attention", _build_attention, _attention_scorer)
+
+
+# -- writing ---------------------------------------------------------------------------------
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default))
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def ranking_frame(r: Ranking) -> pd.DataFrame:
+    """A Ranking as a flat table (one row per user, top-20 as columns top_1..top_20)."""
+    df = pd.DataFrame(
+        {"user": r.users, "target": r.targets, "n_greater": r.n_greater, "n_tied": r.n_tied}
+    )
+    top = pd.DataFrame(r.topk, columns=[f"top_{i + 1}" for i in range(r.topk.shape[1])])
+    return pd.concat([df, top], axis=1)
+
+
+def read_ranking(path: Path) -> Ranking:
+    """Inverse of `ranking_frame` (written with pyarrow, read the same way)."""
+    if not path.exists():
+        raise RunError(f"{path.parent.name}: missing {path.name}")
+    df = pd.read_parquet(path)
+    top_cols = [c for c in df.columns if c.startswith("top_")]
+    return Ranking(
+        df["user"].to_numpy(np.int64),
+        df["target"].to_numpy(np.int32),
+        df["n_greater"].to_numpy(np.int64),
+        df["n_tied"].to_numpy(np.int64),
+        df[top_cols].to_numpy(np.int32),
+    )
+
+
+def save_run(
+    runs_dir: str | Path,
+    run_id: str,
+    *,
+    model_type: str,
+    configs: dict[str, Any],
+    params: Any,
+    dataset_info: dict[str, Any],
+    items: pd.DataFrame,
+    user_ids: np.ndarray,
+    metrics: dict[str, Any],
+    history: list[dict[str, Any]],
+    rankings: dict[str, Ranking],
+    overwrite: bool = False,
+) -> Path:
+    """Writes a complete run folder atomically and returns its path.
+
+    Args:
+      runs_dir: parent folder; run_id: folder name (validated).
+      model_type: "attention" or a registered baseline; configs: JSON-ready config dicts
+        (must include "n_items"); params: pytree of arrays for Orbax.
+      dataset_info: {"name", "fingerprint", ...}; items, user_ids: id maps.
+      metrics, history: JSON-ready; rankings: {"test": Ranking, "valid": Ranking}.
+      overwrite: replace an existing run of the same id (atomically) instead of failing.
+    Returns:
+      The final run folder.
+    """
+    check_run_id(run_id)
+    runs_dir = Path(runs_dir).resolve()
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    final = runs_dir / run_id
+    if final.exists() and not overwrite:
+        raise RunError(f"run {run_id!r} already exists in {runs_dir}")
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{run_id}-", dir=runs_dir))
+    try:
+        _write_json(tmp / "config.json", {"model_type": model_type, **configs})
+        _write_json(tmp / "data.json", dataset_info)
+        _write_json(tmp / "metrics.json", metrics)
+        _write_json(tmp / "history.json", history)
+        _write_items(tmp, items, user_ids)
+        for which, ranking in rankings.items():
+            ranking_frame(ranking).to_parquet(tmp / f"ranking_{which}.parquet", index=False)
+        if isinstance(params, nnx.State):
+            params = nnx.to_pure_dict(params)
+        checkpointer = ocp.StandardCheckpointer()
+        checkpointer.save(tmp / CHECKPOINT, jax.tree.map(np.asarray, params))
+        checkpointer.wait_until_finished()
+        files = sorted(p for p in tmp.rglob("*") if p.is_file())
+        manifest = {
+            "run_id": run_id,
+            "model_type": model_type,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "code_version": code_version(),
+            "fingerprint": dataset_info.get("fingerprint"),
+            "files": {str(p.relative_to(tmp)): _sha256(p) for p in files},
+        }
+        _write_json(tmp / "manifest.json", manifest)
+        _fsync_tree(tmp)
+        _replace(tmp, final, overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def _write_items(folder: Path, items: pd.DataFrame, user_ids: np.ndarray) -> None:
+    items = items.copy()
+    items["item_id"] = items["item_id"].astype(str)
+    items.reset_index(names="item").to_parquet(folder / "items.parquet", index=False)
+    users = pd.DataFrame({"user": np.arange(len(user_ids)), "user_id": np.asarray(user_ids)})
+    users["user_id"] = users["user_id"].astype(str)
+    users.to_parquet(folder / "users.parquet", index=False)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for p in folder.rglob("*"):
+        if p.is_file():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+
+
+def _replace(tmp: Path, final: Path, overwrite: bool) -> None:
+    if final.exists() and overwrite:
+        old = final.with_name(f".old-{final.name}-{os.getpid()}")
+        os.rename(final, old)
+        os.rename(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, final)  # atomic on POSIX within one file system
+
+
+# -- reading ---------------------------------------------------------------------------------
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunError(f"{path.parent.name}: missing {path.name}") from None
+    except json.JSONDecodeError as err:
+        raise RunError(f"{path.parent.name}: {path.name} is not valid JSON ({err})") from None
+
+
+def resolve_run(run: str | Path, runs_dir: str | Path = "runs") -> Path:
+    """A run id inside runs_dir, or a path to a run folder; raises RunError if absent."""
+    path = Path(run)
+    if not path.is_dir():
+        path = Path(runs_dir) / check_run_id(str(run))
+    if not (path / "manifest.json").is_file():
+        raise RunError(f"no run at {path} (missing manifest.json)")
+    return path
+
+
+def verify_manifest(path: Path) -> dict[str, Any]:
+    """Checks every file listed in manifest.json against its SHA-256; returns the manifest."""
+    manifest = _read_json(path / "manifest.json")
+    for name, digest in manifest.get("files", {}).items():
+        file = path / name
+        if not file.resolve().is_relative_to(path.resolve()):
+            raise RunError(f"{path.name}: manifest names a file outside the run: {name!r}")
+        if not file.is_file():
+            raise RunError(f"{path.name}: missing file {name}")
+        if _sha256(file) != digest:
+            raise RunError(f"{path.name}: {name} does not match its checksum (modified?)")
+    return manifest
+
+
+def load_run(run: str | Path, runs_dir: str | Path = "runs", *, verify: bool = True) -> Run:
+    """Loads a run folder: configs, id maps, metrics and the model in eval mode.
+
+    Args:
+      run: run id (inside runs_dir) or a folder path.
+      verify: check file checksums against the manifest first.
+    Returns:
+      Run.
+    Raises:
+      RunError: missing, malformed or modified run.
+    """
+    path = resolve_run(run, runs_dir)
+    manifest = verify_manifest(path) if verify else _read_json(path / "manifest.json")
+    cfg = _read_json(path / "config.json")
+    model_type = cfg.get("model_type")
+    if model_type not in _BUILDERS:
+        _import_baselines()
+    if model_type not in _BUILDERS:
+        raise RunError(f"{path.name}: unknown model_type {model_type!r}")
+    try:
+        data_cfg = C.from_dict(C.DataConfig, cfg["data"])
+        abstract = _BUILDERS[model_type](cfg)
+        model = _restore(path / CHECKPOINT, abstract)
+    except (KeyError, ValueError, TypeError) as err:
+        raise RunError(f"{path.name}: cannot rebuild the model ({err})") from err
+    items = pd.read_parquet(path / "items.parquet").set_index("item")
+    users = pd.read_parquet(path / "users.parquet")
+    data = _read_json(path / "data.json")
+    model_cfg = cfg.get("model")
+    train_cfg = cfg.get("train")
+    if model_type == "attention":
+        model_cfg = C.from_dict(C.ModelConfig, model_cfg)
+        train_cfg = C.from_dict(C.TrainConfig, train_cfg)
+    return Run(
+        run_id=path.name,
+        path=path,
+        model_type=model_type,
+        data_cfg=data_cfg,
+        model_cfg=model_cfg,
+        train_cfg=train_cfg,
+        model=model,
+        items=items,
+        user_ids=users["user_id"].to_numpy(),
+        fingerprint=data.get("fingerprint", ""),
+        metrics=_read_json(path / "metrics.json"),
+        history=_read_json(path / "history.json"),
+        manifest=manifest,
+    )
+
+
+def _restore(ckpt: Path, abstract: Any) -> Any:
+    """Restores Orbax params into an abstract (eval_shape) model; returns it in eval mode."""
+    if isinstance(abstract, nnx.Module):
+        graphdef, state = nnx.split(abstract)
+        target = nnx.to_pure_dict(state)
+        restored = ocp.StandardCheckpointer().restore(ckpt.resolve(), target)
+        nnx.replace_by_pure_dict(state, restored)
+        model = nnx.merge(graphdef, state)
+        model.eval()
+        return model
+    return abstract.restore(ocp.StandardCheckpointer().restore(ckpt.resolve()))
+
+
+def _import_baselines() -> None:
+    try:  # baselines register their model types on import
+        import recexplain.baselines  # noqa: F401
+    except ImportError:
+        pass
+
+
+def list_runs(runs_dir: str | Path = "runs") -> pd.DataFrame:
+    """One row per complete run (hidden temp folders are skipped; broken runs say why)."""
+    rows = []
+    runs_dir = Path(runs_dir)
+    for path in sorted(runs_dir.iterdir()) if runs_dir.is_dir() else []:
+        if path.name.startswith(".") or not path.is_dir():
+            continue
+        row: dict[str, Any] = {"run_id": path.name}
+        try:
+            manifest = _read_json(path / "manifest.json")
+            cfg = _read_json(path / "config.json")
+            metrics = _read_json(path / "metrics.json")
+        except RunError as err:
+            rows.append({**row, "error": str(err)})
+            continue
+        test = metrics.get("test", {})
+        row.update(
+            model_type=cfg.get("model_type"),
+            attention=(cfg.get("model") or {}).get("attention"),
+            dataset=(cfg.get("data") or {}).get("dataset"),
+            fingerprint=manifest.get("fingerprint"),
+            created=manifest.get("created"),
+            ndcg_at_10=test.get("ndcg@10", {}).get("mean"),
+            hr_at_10=test.get("hr@10", {}).get("mean"),
+            error=None,
+        )
+        rows.append(row)
+    return pd.DataFrame(rows, columns=None if rows else ["run_id", "error"])

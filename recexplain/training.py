@@ -1,0 +1,276 @@
+"""Training: sampled-softmax loss, a jit-compiled optax step, early stopping on validation NDCG@10.
+
+One compiled step serves the whole run: every batch has the same shape (the last one is padded
+with empty windows whose targets are 0 and carry no loss) and the negatives are always
+`n_negatives` ids, so nothing recompiles after the first step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from tqdm.auto import tqdm
+
+from recexplain.config import DataConfig, ModelConfig, TrainConfig, to_dict
+from recexplain.data import Dataset, dataset_info, load_dataset
+from recexplain.evaluation import metrics_from_ranks, rank_all, summarize
+from recexplain.models.recommender import AttentionRecommender, make_scorer
+from recexplain.runs import Run, check_run_id, load_run, save_run
+from recexplain.split import Split, leave_last_out, training_windows
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised inside the loop when a step's loss is NaN or infinite."""
+
+
+def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransformation:
+    """AdamW with linear warmup then cosine decay, after global-norm gradient clipping."""
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=cfg.learning_rate,
+        warmup_steps=min(cfg.warmup_steps, max(total_steps - 1, 1)),
+        decay_steps=max(total_steps, 2),
+        end_value=cfg.learning_rate * 0.01,
+    )
+    return optax.chain(
+        optax.clip_by_global_norm(cfg.clip_norm),
+        optax.adamw(schedule, weight_decay=cfg.weight_decay),
+    )
+
+
+def loss_fn(
+    model: AttentionRecommender,
+    inputs: jax.Array,
+    targets: jax.Array,
+    negatives: jax.Array,
+    key: jax.Array,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Sampled softmax: the next item against shared negatives, at every non-empty position.
+
+    Args:
+      inputs, targets: [B, L] int32 (target 0 = no loss); negatives: [S] int32; key: PRNG key.
+    Returns:
+      (mean cross-entropy over real targets, {"n_targets": count}).
+    """
+    logits = model.train_logits(inputs, targets, negatives, key=key)  # [B, L, 1 + S]
+    hit = negatives[None, None, :] == targets[..., None]  # a negative that is the positive
+    neg = jnp.where(hit, jnp.finfo(jnp.float32).min, logits[..., 1:])
+    logits = jnp.concatenate([logits[..., :1], neg], axis=-1)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.zeros_like(targets))
+    real = targets > 0
+    n = real.sum()
+    return jnp.where(real, ce, 0.0).sum() / jnp.maximum(n, 1), {"n_targets": n}
+
+
+@nnx.jit
+def train_step(
+    model: AttentionRecommender,
+    optimizer: nnx.Optimizer,
+    inputs: jax.Array,
+    targets: jax.Array,
+    negatives: jax.Array,
+    key: jax.Array,
+) -> dict[str, jax.Array]:
+    """One AdamW update; returns health metrics (loss, gradient norm, targets in the batch)."""
+    grad_fn = nnx.value_and_grad(loss_fn, has_aux=True)
+    (loss, aux), grads = grad_fn(model, inputs, targets, negatives, key)
+    optimizer.update(model, grads)
+    return {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+
+
+def validation_ndcg(model: AttentionRecommender, split: Split, cfg: TrainConfig) -> float:
+    """Mean full-ranking NDCG@10 on the validation targets (model is put in eval mode)."""
+    model.eval()
+    ranking = rank_all(make_scorer(model), split, "valid", model.cfg.max_len, batch=cfg.eval_batch)
+    model.train()
+    return float(metrics_from_ranks(ranking.n_greater, ranking.n_tied, (10,))["ndcg@10"].mean())
+
+
+@dataclass
+class FitResult:
+    """What `fit` returns: the model restored to its best epoch, in eval mode, and the story."""
+
+    model: AttentionRecommender
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_valid_ndcg: float = float("-inf")
+    stop_reason: str = ""
+    seconds: float = 0.0
+    steps: int = 0
+
+
+def _batches(inputs: np.ndarray, targets: np.ndarray, size: int, rng: np.random.Generator):
+    order = rng.permutation(len(inputs))
+    for start in range(0, len(order), size):
+        idx = order[start : start + size]
+        pad = size - len(idx)
+        yield (np.pad(inputs[idx], ((0, pad), (0, 0))), np.pad(targets[idx], ((0, pad), (0, 0))))
+
+
+def fit(
+    split: Split,
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    *,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    verbose: bool = True,
+) -> FitResult:
+    """Trains an AttentionRecommender with early stopping on validation NDCG@10.
+
+    Args:
+      split: leave-last-out split (validation targets drive early stopping).
+      model_cfg, cfg: model and training configs.
+      progress: called after every epoch with a dict (epoch, loss, valid_ndcg@10, best, ...).
+      should_stop: polled between steps; True cancels (the best epoch so far is kept).
+      verbose: terminal progress bar.
+    Returns:
+      FitResult with the best-validation parameters loaded and the model in eval mode.
+    """
+    start = time.perf_counter()
+    inputs, targets = training_windows(split, model_cfg.max_len, cfg.window_stride)
+    steps_per_epoch = math.ceil(len(inputs) / cfg.batch_size)
+    model = AttentionRecommender(model_cfg, split.n_items, rngs=nnx.Rngs(cfg.seed))
+    optimizer = nnx.Optimizer(
+        model, make_optimizer(cfg, steps_per_epoch * cfg.max_epochs), wrt=nnx.Param
+    )
+    result = FitResult(model=model)
+    best_params = _snapshot(model)
+    base_key, step = jax.random.key(cfg.seed), 0
+    bar = tqdm(range(1, cfg.max_epochs + 1), desc=model_cfg.attention, disable=not verbose)
+    for epoch in bar:
+        rng = np.random.default_rng([cfg.seed, epoch])
+        losses = []
+        for x, y in _batches(inputs, targets, cfg.batch_size, rng):
+            negatives = rng.integers(1, split.n_items + 1, size=cfg.n_negatives, dtype=np.int32)
+            out = train_step(model, optimizer, x, y, negatives, jax.random.fold_in(base_key, step))
+            loss, step = float(out["loss"]), step + 1
+            if not math.isfinite(loss):
+                result.stop_reason = (
+                    f"stopped: non-finite loss ({loss}) at epoch {epoch}, step {step}; "
+                    f"kept the best checkpoint (epoch {result.best_epoch})"
+                )
+                break
+            losses.append(loss)
+            if should_stop is not None and should_stop():
+                result.stop_reason = f"cancelled at epoch {epoch}, step {step}"
+                break
+        if result.stop_reason:
+            break
+        record = {"epoch": epoch, "loss": float(np.mean(losses)), "steps": step}
+        if epoch % cfg.eval_every == 0 or epoch == cfg.max_epochs:
+            record["valid_ndcg@10"] = validation_ndcg(model, split, cfg)
+            if record["valid_ndcg@10"] > result.best_valid_ndcg:
+                result.best_valid_ndcg, result.best_epoch = record["valid_ndcg@10"], epoch
+                best_params = _snapshot(model)
+        record["seconds"] = time.perf_counter() - start
+        result.history.append(record)
+        bar.set_postfix(loss=f"{record['loss']:.4f}", val=f"{result.best_valid_ndcg:.4f}")
+        if progress is not None:
+            progress(
+                {
+                    **record,
+                    "max_epochs": cfg.max_epochs,
+                    "best_epoch": result.best_epoch,
+                    "best_valid_ndcg@10": result.best_valid_ndcg,
+                }
+            )
+        if epoch >= cfg.min_epochs and epoch - result.best_epoch >= cfg.patience:
+            result.stop_reason = f"early stopping: no gain for {cfg.patience} epochs"
+            break
+    bar.close()
+    result.stop_reason = result.stop_reason or "reached max_epochs"
+    nnx.update(model, jax.tree.map(jnp.asarray, best_params))
+    model.eval()
+    result.seconds, result.steps = time.perf_counter() - start, step
+    return result
+
+
+def _snapshot(model: AttentionRecommender) -> nnx.State:
+    """A host copy of the parameters (later updates do not alias it)."""
+    return jax.tree.map(lambda a: np.array(a), nnx.state(model, nnx.Param))
+
+
+def default_run_id(data_cfg: DataConfig, model_cfg: ModelConfig, cfg: TrainConfig) -> str:
+    """e.g. 'ml-100k-additive-s0-20261127-213501'."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    return f"{data_cfg.dataset}-{model_cfg.attention}-s{cfg.seed}-{stamp}"
+
+
+def train(
+    data_cfg: DataConfig,
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    *,
+    runs_dir: str | Path = "runs",
+    run_id: str | None = None,
+    dataset: Dataset | None = None,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    verbose: bool = True,
+    overwrite: bool = False,
+) -> Run:
+    """Loads data, trains with early stopping, evaluates the best epoch, saves the run.
+
+    Args:
+      data_cfg, model_cfg, cfg: the three configs (saved with the run).
+      runs_dir, run_id: where to save (run_id defaults to dataset-variant-seed-time).
+      dataset: an already-loaded Dataset matching data_cfg (skips loading).
+      progress, should_stop, verbose: see `fit`; progress also gets {"stage": ...} events.
+      overwrite: replace an existing run with the same id.
+    Returns:
+      The saved, reloaded Run.
+    """
+    run_id = check_run_id(run_id or default_run_id(data_cfg, model_cfg, cfg))
+    say = progress or (lambda event: None)
+    say({"stage": "loading data"})
+    ds = dataset if dataset is not None else load_dataset(data_cfg)
+    split = leave_last_out(ds)
+    say({"stage": "training"})
+    result = fit(split, model_cfg, cfg, progress=progress, should_stop=should_stop, verbose=verbose)
+    say({"stage": "evaluating"})
+    scorer = make_scorer(result.model)
+    rankings = {w: rank_all(scorer, split, w, model_cfg.max_len, batch=cfg.eval_batch)
+                for w in ("valid", "test")}  # fmt: skip
+    popularity = split.item_popularity()
+    metrics = {
+        w: summarize(r, popularity, split.n_items, n_boot=cfg.bootstrap, seed=cfg.seed)
+        for w, r in rankings.items()
+    }
+    metrics.update(
+        best_epoch=result.best_epoch,
+        stop_reason=result.stop_reason,
+        train_seconds=result.seconds,
+        steps=result.steps,
+        protocol="leave-last-out, full ranking over all items, seen items excluded",
+    )
+    say({"stage": "saving"})
+    path = save_run(
+        runs_dir,
+        run_id,
+        model_type="attention",
+        configs={"data": to_dict(data_cfg), "model": to_dict(model_cfg), "train": to_dict(cfg),
+                 "n_items": split.n_items, "n_users": split.n_users},
+        params=nnx.state(result.model, nnx.Param),
+        dataset_info={"name": ds.name, "fingerprint": ds.fingerprint, **dataset_info(ds)},
+        items=ds.items,
+        user_ids=ds.user_ids,
+        metrics=metrics,
+        history=result.history,
+        rankings=rankings,
+        overwrite=overwrite,
+    )  # fmt: skip
+    say({"stage": "done", "run_id": run_id})
+    return load_run(path)
