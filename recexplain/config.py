@@ -49,6 +49,7 @@ class ModelConfig:
     d_attn: int = 32  # hidden width of the additive (Bahdanau) scorer
     hard_k: int = 1  # keys the hard variant selects per query
     gumbel_tau: float = 0.5  # temperature of the straight-through Gumbel relaxation (hard)
+    gumbel_scale: float = 1.0  # Gumbel noise scale while training hard (0 = plain straight-through)
     max_len: int = 50  # history window length; older items are cut
     dropout: float = 0.2  # dropout on embeddings and block outputs
     recency_bias: bool = True  # learned bias on the readout scores by distance to the query
@@ -70,6 +71,8 @@ class ModelConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.gumbel_scale < 0:
+            raise ValueError(f"gumbel_scale must be >= 0, got {self.gumbel_scale}")
         if self.gumbel_tau <= 0:
             raise ValueError(f"gumbel_tau must be > 0, got {self.gumbel_tau}")
 

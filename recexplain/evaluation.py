@@ -18,10 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 
 from recexplain.split import Split, Which, eval_inputs, seen_mask
 
@@ -115,17 +117,20 @@ def paired_test(
     }
 
 
-@jax.jit
-def _rank_chunk(scores: jax.Array, excluded: jax.Array, target: jax.Array):
-    """[B, N+1] scores, [B, N+1] bool exclusions, [B] targets -> (greater, tied, top-k ids)."""
+@partial(jax.jit, static_argnums=3)
+def _rank_chunk(scores: jax.Array, excluded: jax.Array, target: jax.Array, k: int):
+    """[B, N+1] scores, [B, N+1] bool exclusions, [B] targets -> (greater, tied, top-k ids).
+
+    Top-k slots that only excluded items could fill (tiny catalogs) hold 0.
+    """
     scores = scores.astype(jnp.float32)
     t = jnp.take_along_axis(scores, target[:, None], axis=1)  # [B, 1]
     eligible = ~excluded
     greater = ((scores > t) & eligible).sum(1)
     tied = ((scores == t) & eligible).sum(1) - 1  # minus the target itself
     masked = jnp.where(eligible, scores, -jnp.inf)
-    _, top = jax.lax.top_k(masked, TOPK)
-    return greater, tied, top
+    values, top = jax.lax.top_k(masked, k)
+    return greater, tied, jnp.where(jnp.isfinite(values), top, 0)
 
 
 @dataclass(frozen=True)
@@ -169,7 +174,7 @@ def rank_all(
         x = np.pad(inputs[start:stop], ((0, pad), (0, 0)))
         y = np.pad(targets[start:stop], (0, pad), constant_values=1)
         mask = seen_mask(split, u, which)
-        g, t, top = _rank_chunk(jnp.asarray(score_fn(u, x)), mask, y)
+        g, t, top = _rank_chunk(jnp.asarray(score_fn(u, x)), mask, y, min(TOPK, split.n_items))
         for acc, val in zip(out, (g, t, top), strict=True):
             acc.append(np.asarray(val)[: stop - start])
         if progress is not None:
@@ -180,13 +185,14 @@ def rank_all(
         targets,
         g.astype(np.int64),
         t.astype(np.int64),
-        top.reshape(n, TOPK).astype(np.int32),
+        top.reshape(n, min(TOPK, split.n_items)).astype(np.int32),
     )
 
 
 def coverage(topk: np.ndarray, n_items: int, k: int = 10) -> float:
     """Share of the catalog that appears in at least one user's top-k."""
-    return float(len(np.unique(topk[:, :k])) / n_items)
+    shown = np.unique(topk[:, :k])
+    return float(len(shown[shown > 0]) / n_items)
 
 
 def mean_popularity(topk: np.ndarray, popularity: np.ndarray, k: int = 10) -> float:
@@ -218,3 +224,48 @@ def summarize(
         out[f"popularity@{k}"] = {"mean": mean_popularity(ranking.topk, popularity, k)}
     out["n_users"] = {"mean": float(len(ranking.users))}
     return out
+
+
+def compare(
+    rankings: dict[str, Ranking],
+    *,
+    metrics: tuple[str, ...] = ("ndcg@10", "hr@10", "mrr@10"),
+    reference: str | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Table of metrics with 95% CIs and paired-test p-values against a reference run.
+
+    Args:
+      rankings: run label -> test Ranking; all must cover the same users in the same order.
+      metrics: which per-user metrics to report.
+      reference: label the others are tested against (default: the best on metrics[0]).
+    Returns:
+      One row per run: for each metric `<m>`, `<m>_ci_low`, `<m>_ci_high`, `<m>_p` (paired
+      sign-flip test vs the reference; NaN on the reference row).
+    """
+    if not rankings:
+        raise ValueError("nothing to compare")
+    first = next(iter(rankings.values()))
+    for label, r in rankings.items():
+        if not np.array_equal(r.users, first.users) or not np.array_equal(r.targets, first.targets):
+            raise ValueError(f"run {label!r} was evaluated on different users or targets")
+    ks = tuple(sorted({int(m.split("@")[1]) for m in metrics}))
+    per_user = {lab: metrics_from_ranks(r.n_greater, r.n_tied, ks) for lab, r in rankings.items()}
+    if reference is None:
+        reference = max(per_user, key=lambda lab: per_user[lab][metrics[0]].mean())
+    rows = []
+    for label, values in per_user.items():
+        row: dict[str, object] = {"run": label}
+        for m in metrics:
+            lo, hi = bootstrap_ci(values[m], n_boot=n_boot, seed=seed)
+            p = (
+                float("nan")
+                if label == reference
+                else paired_test(values[m], per_user[reference][m], seed=seed)["p_value"]
+            )
+            row.update({m: values[m].mean(), f"{m}_ci_low": lo, f"{m}_ci_high": hi, f"{m}_p": p})
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    df.attrs["reference"] = reference
+    return df

@@ -114,6 +114,20 @@ class Run:
         """(users, inputs [B, L]) -> scores [B, N + 1] for full ranking."""
         return _SCORERS[self.model_type](self.model)
 
+    def user_index(self, user_id: Any) -> int:
+        """Internal index of an original user id (compared as text); ValueError if unknown."""
+        hits = np.flatnonzero(self.user_ids.astype(str) == str(user_id))
+        if len(hits) == 0:
+            raise ValueError(f"unknown user {user_id!r} in run {self.run_id}")
+        return int(hits[0])
+
+    def item_index(self, item_id: Any) -> int:
+        """Internal id (1..N) of an original item id (compared as text); ValueError if unknown."""
+        hits = self.items.index[self.items["item_id"].astype(str) == str(item_id)]
+        if len(hits) == 0:
+            raise ValueError(f"unknown item {item_id!r} in run {self.run_id}")
+        return int(hits[0])
+
     def ranking(self, which: str = "test") -> Ranking:
         """The per-user ranking saved with the run."""
         return read_ranking(self.path / f"ranking_{which}.parquet")
@@ -385,6 +399,28 @@ def _import_baselines() -> None:
         import recexplain.baselines  # noqa: F401
     except ImportError:
         pass
+
+
+def load_split(run: Run, dataset: Any = None) -> Any:
+    """The run's data set and leave-last-out split, after checking the data fingerprint.
+
+    Args:
+      run: a loaded run; dataset: an already-loaded Dataset (else loaded from run.data_cfg).
+    Returns:
+      (dataset, split).
+    Raises:
+      RunError: the data set's fingerprint differs from the one the run was trained on.
+    """
+    from recexplain.data import load_dataset
+    from recexplain.split import leave_last_out
+
+    ds = dataset if dataset is not None else load_dataset(run.data_cfg)
+    if ds.fingerprint != run.fingerprint:
+        raise RunError(
+            f"run {run.run_id} was trained on data with fingerprint {run.fingerprint[:12]}…, "
+            f"but {ds.name} has {ds.fingerprint[:12]}…: the data changed"
+        )
+    return ds, leave_last_out(ds)
 
 
 def list_runs(runs_dir: str | Path = "runs") -> pd.DataFrame:

@@ -21,18 +21,41 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
-from recexplain.config import DataConfig, ModelConfig, TrainConfig, to_dict
+from recexplain.config import (
+    ATTENTION_VARIANTS,
+    DataConfig,
+    ModelConfig,
+    TrainConfig,
+    preset,
+    to_dict,
+)
 from recexplain.data import Dataset, dataset_info, load_dataset
 from recexplain.evaluation import metrics_from_ranks, rank_all, summarize
 from recexplain.models.recommender import AttentionRecommender, make_scorer
-from recexplain.runs import Run, check_run_id, load_run, save_run
+from recexplain.runs import Run, RunError, check_run_id, load_run, save_run
 from recexplain.split import Split, leave_last_out, training_windows
 
 Progress = Callable[[dict[str, Any]], None]
 
 
-class NonFiniteLossError(RuntimeError):
-    """Raised inside the loop when a step's loss is NaN or infinite."""
+class CompileCounter:
+    """Counts XLA backend compilations while active (to show nothing recompiles per step)."""
+
+    EVENT = "/jax/core/compile/backend_compile_duration"
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def _listen(self, event: str, duration: float, **kwargs: Any) -> None:
+        if event == self.EVENT:
+            self.count += 1
+
+    def __enter__(self) -> CompileCounter:
+        jax.monitoring.register_event_duration_secs_listener(self._listen)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        jax.monitoring.unregister_event_duration_listener(self._listen)
 
 
 def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransformation:
@@ -87,7 +110,7 @@ def train_step(
     grad_fn = nnx.value_and_grad(loss_fn, has_aux=True)
     (loss, aux), grads = grad_fn(model, inputs, targets, negatives, key)
     optimizer.update(model, grads)
-    return {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+    return {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
 
 
 def validation_ndcg(model: AttentionRecommender, split: Split, cfg: TrainConfig) -> float:
@@ -137,65 +160,67 @@ def fit(
       should_stop: polled between steps; True cancels (the best epoch so far is kept).
       verbose: terminal progress bar.
     Returns:
-      FitResult with the best-validation parameters loaded and the model in eval mode.
+      FitResult with the best-validation parameters loaded and the model in eval mode. Each
+      history record counts the XLA compilations of its epoch ("compiles"): after the first
+      epoch it is 0, since every step and every validation has the same shapes.
     """
     start = time.perf_counter()
     inputs, targets = training_windows(split, model_cfg.max_len, cfg.window_stride)
-    steps_per_epoch = math.ceil(len(inputs) / cfg.batch_size)
     model = AttentionRecommender(model_cfg, split.n_items, rngs=nnx.Rngs(cfg.seed))
-    optimizer = nnx.Optimizer(
-        model, make_optimizer(cfg, steps_per_epoch * cfg.max_epochs), wrt=nnx.Param
-    )
-    result = FitResult(model=model)
-    best_params = _snapshot(model)
-    base_key, step = jax.random.key(cfg.seed), 0
+    total_steps = math.ceil(len(inputs) / cfg.batch_size) * cfg.max_epochs
+    optimizer = nnx.Optimizer(model, make_optimizer(cfg, total_steps), wrt=nnx.Param)
+    result, best = FitResult(model=model), _snapshot(model)
     bar = tqdm(range(1, cfg.max_epochs + 1), desc=model_cfg.attention, disable=not verbose)
-    for epoch in bar:
-        rng = np.random.default_rng([cfg.seed, epoch])
-        losses = []
-        for x, y in _batches(inputs, targets, cfg.batch_size, rng):
-            negatives = rng.integers(1, split.n_items + 1, size=cfg.n_negatives, dtype=np.int32)
-            out = train_step(model, optimizer, x, y, negatives, jax.random.fold_in(base_key, step))
-            loss, step = float(out["loss"]), step + 1
-            if not math.isfinite(loss):
-                result.stop_reason = (
-                    f"stopped: non-finite loss ({loss}) at epoch {epoch}, step {step}; "
-                    f"kept the best checkpoint (epoch {result.best_epoch})"
-                )
+    with CompileCounter() as compiles:
+        for epoch in bar:
+            before = compiles.count
+            losses = _train_epoch(optimizer, (inputs, targets), split.n_items, cfg, epoch,
+                                  result, should_stop)  # fmt: skip
+            if result.stop_reason:
                 break
-            losses.append(loss)
-            if should_stop is not None and should_stop():
-                result.stop_reason = f"cancelled at epoch {epoch}, step {step}"
+            record = {"epoch": epoch, "loss": float(np.mean(losses)), "steps": result.steps}
+            if epoch % cfg.eval_every == 0 or epoch == cfg.max_epochs:
+                record["valid_ndcg@10"] = validation_ndcg(model, split, cfg)
+                if record["valid_ndcg@10"] > result.best_valid_ndcg:
+                    result.best_valid_ndcg, result.best_epoch = record["valid_ndcg@10"], epoch
+                    best = _snapshot(model)
+            record.update(seconds=time.perf_counter() - start, compiles=compiles.count - before)
+            result.history.append(record)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", val=f"{result.best_valid_ndcg:.4f}")
+            if progress is not None:
+                progress({**record, "max_epochs": cfg.max_epochs, "best_epoch": result.best_epoch,
+                          "best_valid_ndcg@10": result.best_valid_ndcg})  # fmt: skip
+            if epoch >= cfg.min_epochs and epoch - result.best_epoch >= cfg.patience:
+                result.stop_reason = f"early stopping: no gain for {cfg.patience} epochs"
                 break
-        if result.stop_reason:
-            break
-        record = {"epoch": epoch, "loss": float(np.mean(losses)), "steps": step}
-        if epoch % cfg.eval_every == 0 or epoch == cfg.max_epochs:
-            record["valid_ndcg@10"] = validation_ndcg(model, split, cfg)
-            if record["valid_ndcg@10"] > result.best_valid_ndcg:
-                result.best_valid_ndcg, result.best_epoch = record["valid_ndcg@10"], epoch
-                best_params = _snapshot(model)
-        record["seconds"] = time.perf_counter() - start
-        result.history.append(record)
-        bar.set_postfix(loss=f"{record['loss']:.4f}", val=f"{result.best_valid_ndcg:.4f}")
-        if progress is not None:
-            progress(
-                {
-                    **record,
-                    "max_epochs": cfg.max_epochs,
-                    "best_epoch": result.best_epoch,
-                    "best_valid_ndcg@10": result.best_valid_ndcg,
-                }
-            )
-        if epoch >= cfg.min_epochs and epoch - result.best_epoch >= cfg.patience:
-            result.stop_reason = f"early stopping: no gain for {cfg.patience} epochs"
-            break
     bar.close()
     result.stop_reason = result.stop_reason or "reached max_epochs"
-    nnx.update(model, jax.tree.map(jnp.asarray, best_params))
+    nnx.update(model, jax.tree.map(jnp.asarray, best))
     model.eval()
-    result.seconds, result.steps = time.perf_counter() - start, step
+    result.seconds = time.perf_counter() - start
     return result
+
+
+def _train_epoch(optimizer, data, n_items, cfg, epoch, result, should_stop) -> list[float]:
+    """One pass over the shuffled windows; sets result.stop_reason on NaN/inf or cancel."""
+    rng = np.random.default_rng([cfg.seed, epoch])
+    base_key, losses = jax.random.key(cfg.seed), []
+    for x, y in _batches(*data, cfg.batch_size, rng):
+        negatives = rng.integers(1, n_items + 1, size=cfg.n_negatives, dtype=np.int32)
+        key = jax.random.fold_in(base_key, result.steps)
+        loss = float(train_step(result.model, optimizer, x, y, negatives, key)["loss"])
+        result.steps += 1
+        if not math.isfinite(loss):
+            result.stop_reason = (
+                f"stopped: non-finite loss ({loss}) at epoch {epoch}, step {result.steps}; "
+                f"kept the best checkpoint (epoch {result.best_epoch})"
+            )
+            break
+        losses.append(loss)
+        if should_stop is not None and should_stop():
+            result.stop_reason = f"cancelled at epoch {epoch}, step {result.steps}"
+            break
+    return losses
 
 
 def _snapshot(model: AttentionRecommender) -> nnx.State:
@@ -274,3 +299,44 @@ def train(
     )  # fmt: skip
     say({"stage": "done", "run_id": run_id})
     return load_run(path)
+
+
+def default_runs(
+    runs_dir: str | Path = "runs",
+    *,
+    data_cfg: DataConfig | None = None,
+    preset_name: str = "default",
+    progress: Progress | None = None,
+    verbose: bool = True,
+) -> list[Run]:
+    """The three variants on the default data, trained once and reused afterwards.
+
+    A run named `<dataset>-<variant>` is reused when it loads and its data fingerprint matches
+    the data set; otherwise that variant is trained (and saved under that name).
+
+    Args:
+      runs_dir: where the runs live; data_cfg: data (default ML-100K); preset_name: model and
+      training preset; progress: gets {"stage", "variant", ...} events; verbose: progress bars.
+    Returns:
+      The runs, in ATTENTION_VARIANTS order.
+    """
+    data_cfg = data_cfg or DataConfig()
+    say = progress or (lambda event: None)
+    say({"stage": "loading data"})
+    ds = load_dataset(data_cfg)
+    out = []
+    for variant in ATTENTION_VARIANTS:
+        run_id = f"{ds.name}-{variant}"
+        try:
+            run = load_run(run_id, runs_dir)
+            if run.fingerprint == ds.fingerprint:
+                out.append(run)
+                say({"stage": "reused", "variant": variant, "run_id": run_id})
+                continue
+        except RunError:
+            pass
+        model_cfg, cfg = preset(preset_name, variant)
+        tagged = (lambda e, v=variant: say({**e, "variant": v})) if progress else None
+        out.append(train(data_cfg, model_cfg, cfg, runs_dir=runs_dir, run_id=run_id, dataset=ds,
+                         progress=tagged, verbose=verbose, overwrite=True))  # fmt: skip
+    return out

@@ -430,12 +430,6 @@ def test_dataset_info_is_json_ready():
 # ----------------------------------------------------------------------------- real ML-100K
 
 
-@pytest.fixture(scope="session")
-def ml100k_cache(tmp_path_factory) -> Path:
-    """A cache folder shared by the tests that load the real ML-100K (offline recbole path)."""
-    return tmp_path_factory.mktemp("recexplain-cache")
-
-
 @pytest.mark.slow
 def test_real_ml100k_offline(ml100k_cache):
     cfg = DataConfig(offline=True, cache_dir=str(ml100k_cache))

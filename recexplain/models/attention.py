@@ -78,7 +78,13 @@ def topk_mask(scores: Array, mask: Array, k: int) -> Array:
 
 
 def hard_weights(
-    scores: Array, mask: Array, k: int, *, key: Array | None = None, tau: float = 0.5
+    scores: Array,
+    mask: Array,
+    k: int,
+    *,
+    key: Array | None = None,
+    tau: float = 0.5,
+    noise: float = 1.0,
 ) -> Array:
     """Hard attention: weight only on the top-k keys.
 
@@ -91,12 +97,13 @@ def hard_weights(
       scores: [..., Lk]; mask: [..., Lk] (broadcastable); k: keys selected per query.
       key: PRNG key for Gumbel noise (training) or None (exact, deterministic top-k).
       tau: relaxation temperature for the backward pass.
+      noise: scale of the Gumbel noise (0 = deterministic straight-through top-k).
     Returns:
       [..., Lk] float32 weights.
     """
     scores = scores.astype(jnp.float32)
-    if key is not None:
-        scores = scores + jax.random.gumbel(key, scores.shape, jnp.float32)
+    if key is not None and noise > 0:
+        scores = scores + noise * jax.random.gumbel(key, scores.shape, jnp.float32)
     chosen = topk_mask(scores, mask, k)
     hard = softmax_weights(scores, chosen)
     if key is None:
@@ -113,6 +120,7 @@ def attention_weights(
     k: int = 1,
     key: Array | None = None,
     tau: float = 0.5,
+    noise: float = 1.0,
 ) -> Array:
     """Weights for a variant: softmax for additive/multiplicative, top-k for hard.
 
@@ -120,32 +128,43 @@ def attention_weights(
       scores: [..., Lk] from `additive_scores` or `multiplicative_scores`.
       mask: [..., Lk] True where the key may be attended.
       kind: "additive" | "multiplicative" | "hard".
-      k, key, tau: hard-attention settings (see `hard_weights`).
+      k, key, tau, noise: hard-attention settings (see `hard_weights`).
     Returns:
       [..., Lk] float32 weights (masked keys exactly 0).
     """
     if kind == "hard":
-        return hard_weights(scores, mask, k, key=key, tau=tau)
+        return hard_weights(scores, mask, k, key=key, tau=tau, noise=noise)
     if kind in ("additive", "multiplicative"):
         return softmax_weights(scores, mask)
     raise ValueError(f"unknown attention kind {kind!r}")
 
 
-def prefix_readout(scores: Array, values: Array, mask: Array, *, floor: float = 60.0) -> Array:
-    """For every prefix t, sum_i softmax_{i<=t}(scores)_i * values_i, in O(L) per row.
+def prefix_readout(
+    scores: Array,
+    values: Array,
+    mask: Array,
+    ctx_scores: Array | None = None,
+    ctx_values: Array | None = None,
+    *,
+    floor: float = 60.0,
+) -> Array:
+    """For every prefix t: sum over keys i <= t (plus an optional per-t context key) of
+    softmax(scores)_i * values_i, in O(L) per row.
 
     This is the target-attention readout at every position at once: the scores of a candidate
     against history item i do not depend on the query position t, so the causal softmax over
-    i <= t is a ratio of two running sums (no [T, L] matrix per candidate). The exponentials
-    are shifted by the row maximum; scores more than `floor` below it are raised to that floor
-    so an early prefix whose keys all score far below a later key cannot underflow to 0/0
-    (their weights relative to each other then become uniform, a change below e^-60 of the
+    i <= t is a ratio of two running sums (no [T, L] matrix per candidate). The context key is
+    one more key per position t (score ctx_scores[t], value ctx_values[t]), always valid.
+    Exponentials are shifted by the row maximum; item scores more than `floor` below it are
+    raised to that floor so an early prefix whose keys all score far below a later key cannot
+    underflow to 0/0 (their relative weights then become uniform, a change below e^-60 of the
     row's mass). Used for training; inference uses the exact `attention_weights`.
 
     Args:
       scores: [..., L] candidate-vs-key scores (recency term already folded in).
-      values: [..., L] value of each key for that candidate (v_i . e_c).
+      values: [..., L] value of each key for that candidate.
       mask: [..., L] valid keys.
+      ctx_scores, ctx_values: [..., L] the context key's score and value at each position t.
       floor: how far below the row maximum a score may fall before it is clipped.
     Returns:
       [..., L] readout at each prefix end t (0 where the prefix has no valid key).
@@ -156,49 +175,78 @@ def prefix_readout(scores: Array, values: Array, mask: Array, *, floor: float = 
     w = jnp.where(mask, jnp.exp(jnp.maximum(s, top - floor) - top), 0.0)
     z = jnp.cumsum(w, axis=-1)
     num = jnp.cumsum(w * values.astype(jnp.float32), axis=-1)
+    if ctx_scores is not None:
+        ctx = ctx_scores.astype(jnp.float32)
+        shift = jax.lax.stop_gradient(jnp.maximum(top, ctx))  # [..., L]
+        scale = jnp.exp(top - shift)
+        w_ctx = jnp.exp(ctx - shift)
+        z = z * scale + w_ctx
+        num = num * scale + w_ctx * ctx_values.astype(jnp.float32)
     return jnp.where(z > 0, num / jnp.where(z > 0, z, 1.0), 0.0)
 
 
-def prefix_hard_readout(scores: Array, values: Array, mask: Array, k: int) -> Array:
-    """For every prefix t, the readout that keeps only the top-k keys among i <= t.
+def prefix_hard_readout(
+    scores: Array,
+    values: Array,
+    mask: Array,
+    k: int,
+    ctx_scores: Array | None = None,
+    ctx_values: Array | None = None,
+) -> Array:
+    """For every prefix t, the readout that keeps only the top-k keys among i <= t (and the
+    optional context key of position t), weights renormalised over the selected keys.
 
-    A running top-k buffer is carried through the keys with `lax.scan`, so the cost is
-    O(L * k) per row instead of O(L^2).
+    k = 1 uses running maxima; k > 1 carries a running top-k buffer through the keys with
+    `lax.scan` (O(L * k) per row instead of O(L^2)).
 
     Args:
-      scores: [..., L]; values: [..., L]; mask: [..., L]; k: keys kept.
+      scores, values, mask: [..., L]; k: keys kept; ctx_scores, ctx_values: [..., L] or None.
     Returns:
-      [..., L] readout at each prefix end t (0 where the prefix has no valid key).
+      [..., L] readout at each prefix end t (0 where nothing is selectable).
     """
     if k == 1:
-        return _prefix_argmax_readout(scores, values, mask)
+        best_s, best_v = _prefix_argmax(scores, values, mask)
+        if ctx_scores is None:
+            return jnp.where(jnp.isfinite(best_s), best_v, 0.0)
+        return jnp.where(ctx_scores > best_s, ctx_values.astype(jnp.float32), best_v)
+    buf_s, buf_v = _prefix_topk(scores, values, mask, k)  # [..., L, k]
+    if ctx_scores is not None:
+        buf_s = jnp.concatenate([buf_s, ctx_scores[..., None].astype(jnp.float32)], axis=-1)
+        buf_v = jnp.concatenate([buf_v, ctx_values[..., None].astype(jnp.float32)], axis=-1)
+        buf_s, idx = jax.lax.top_k(buf_s, k)
+        buf_v = jnp.take_along_axis(buf_v, idx, axis=-1)
+    w = softmax_weights(buf_s, buf_s > jnp.finfo(jnp.float32).min)
+    return (w * buf_v).sum(-1)
+
+
+def _prefix_topk(scores: Array, values: Array, mask: Array, k: int) -> tuple[Array, Array]:
+    """Running top-k (scores, values) after each key: [..., L, k] each (empty slots: min)."""
     lead = scores.shape[:-1]
     neg = jnp.finfo(jnp.float32).min
     s = jnp.moveaxis(jnp.where(mask, scores.astype(jnp.float32), neg), -1, 0)  # [L, ...]
     v = jnp.moveaxis(values.astype(jnp.float32), -1, 0)
 
     def step(carry, x):
-        buf_s, buf_v = carry  # [..., k]
-        cand_s = jnp.concatenate([buf_s, x[0][..., None]], axis=-1)
-        cand_v = jnp.concatenate([buf_v, x[1][..., None]], axis=-1)
+        cand_s = jnp.concatenate([carry[0], x[0][..., None]], axis=-1)
+        cand_v = jnp.concatenate([carry[1], x[1][..., None]], axis=-1)
         top_s, idx = jax.lax.top_k(cand_s, k)
-        top_v = jnp.take_along_axis(cand_v, idx, axis=-1)
-        valid = top_s > neg
-        w = softmax_weights(top_s, valid)
-        return (top_s, top_v), (w * top_v).sum(-1)
+        top = (top_s, jnp.take_along_axis(cand_v, idx, axis=-1))
+        return top, top
 
     init = (jnp.full(lead + (k,), neg, jnp.float32), jnp.zeros(lead + (k,), jnp.float32))
-    _, out = jax.lax.scan(step, init, (s, v))
-    return jnp.moveaxis(out, 0, -1)
+    _, (out_s, out_v) = jax.lax.scan(step, init, (s, v))
+    return jnp.moveaxis(out_s, 0, -2), jnp.moveaxis(out_v, 0, -2)
 
 
-def _prefix_argmax_readout(scores: Array, values: Array, mask: Array) -> Array:
-    """k = 1 case of `prefix_hard_readout` with two running maxima instead of a scan."""
+def _prefix_argmax(scores: Array, values: Array, mask: Array) -> tuple[Array, Array]:
+    """Running maximum score (-inf before any valid key) and the value of its key (the
+    earliest on ties, as top_k), using two running maxima instead of a scan."""
     length = scores.shape[-1]
     s = jnp.where(mask, scores.astype(jnp.float32), -jnp.inf)
     best = jax.lax.cummax(s, axis=s.ndim - 1)
     before = jnp.concatenate([jnp.full_like(best[..., :1], -jnp.inf), best[..., :-1]], axis=-1)
-    new_max = (s > before) & mask  # strict: on ties the earlier key stays selected, as top_k
-    idx = jax.lax.cummax(jnp.where(new_max, jnp.arange(length), -1), axis=s.ndim - 1)
+    new_max = (s > before) & mask
+    positions = jnp.broadcast_to(jnp.arange(length), s.shape)
+    idx = jax.lax.cummax(jnp.where(new_max, positions, -1), axis=s.ndim - 1)
     picked = jnp.take_along_axis(values.astype(jnp.float32), jnp.maximum(idx, 0), axis=-1)
-    return jnp.where(idx >= 0, picked, 0.0)
+    return best, jnp.where(idx >= 0, picked, 0.0)

@@ -1,15 +1,21 @@
 """AttentionRecommender: causal self-attention blocks plus a candidate-specific attention readout.
 
-For a history x_1..x_L (left-padded with item 0) and a candidate item c:
+For a history x_1..x_L (left-padded with item 0) and a candidate item c, at position t:
 
-    h = Blocks(E[x] + P)                          causal self-attention, the chosen variant
-    e_i(c) = score(W_q E[c], W_k h_i) - lam*(t-i)  the variant's scorer + learned recency decay
-    alpha(c) = weights(e(c))                       softmax, or exact top-k for "hard"
-    s(c) = sum_i alpha_i(c) (W_v h_i) . E[c] + b_c
+    h = Blocks(E[x] + P)                               causal self-attention, chosen variant
+    keys:   k_i = W_k (E[x_i] + P_i)  for history items i <= t,  and  k_ctx = W_c h_t
+    values: v_i = W_v E[x_i],                                  and  v_ctx = U_c h_t
+    e_i(c) = score(W_q E[c], k_i) - lam * (t - i)      the variant's scorer + recency decay
+    alpha(c) = weights([e_1(c) .. e_t(c), e_ctx(c)])    softmax, or exact top-k for "hard"
+    s(c) = E[c] . (sum_i alpha_i(c) v_i + alpha_ctx(c) v_ctx) + b_c
 
-alpha(c) is the explanation: one weight per history item, specific to the candidate. Training
-scores every position t at once (the readout over i <= t is a running log-sum-exp, see
-`attention.prefix_readout`), against the positive next item and shared sampled negatives.
+alpha(c) is the explanation: one weight per history item, specific to the candidate, plus the
+weight the candidate puts on the sequence as a whole (the "context" key, the encoded state that
+the self-attention blocks build). Item keys and values come from the items themselves, so a
+weight on position i is about item x_i; the sequence's order and interactions enter through the
+context key (and the recency decay). Training scores every position t at once (the readout over
+i <= t is a running sum, see `attention.prefix_readout`) against the positive next item and
+shared sampled negatives.
 """
 
 from __future__ import annotations
@@ -35,7 +41,8 @@ class SelfAttention(nnx.Module):
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         d, h = cfg.d_model, cfg.n_heads
-        self.kind, self.heads, self.hard_k, self.tau = cfg.attention, h, cfg.hard_k, cfg.gumbel_tau
+        self.kind, self.heads, self.hard_k = cfg.attention, h, cfg.hard_k
+        self.tau, self.noise = cfg.gumbel_tau, cfg.gumbel_scale
         width = h * cfg.d_attn if cfg.attention == "additive" else d
         self.q = nnx.Linear(d, width, use_bias=cfg.attention == "additive", rngs=rngs)
         self.k = nnx.Linear(d, width, use_bias=False, rngs=rngs)
@@ -58,7 +65,7 @@ class SelfAttention(nnx.Module):
             scores = att.multiplicative_scores(q, k)
         key = None if self.deterministic else key
         w = att.attention_weights(
-            scores, mask[:, None], self.kind, k=self.hard_k, key=key, tau=self.tau
+            scores, mask[:, None], self.kind, k=self.hard_k, key=key, tau=self.tau, noise=self.noise
         )
         y = (w @ v).swapaxes(1, 2).reshape(b, length, -1)
         return self.out(y), w
@@ -97,11 +104,14 @@ class AttentionRecommender(nnx.Module):
         self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.n_blocks)])
         self.ln = nnx.LayerNorm(d, rngs=rngs)
         self.drop = nnx.Dropout(cfg.dropout)
-        width = cfg.d_attn if cfg.attention == "additive" else d
-        self.rq = nnx.Linear(d, width, use_bias=cfg.attention == "additive", rngs=rngs)
-        self.rk = nnx.Linear(d, width, use_bias=False, rngs=rngs)
-        self.rv = nnx.Linear(d, d, rngs=rngs)
-        if cfg.attention == "additive":
+        additive = cfg.attention == "additive"
+        width = cfg.d_attn if additive else d
+        self.rq = nnx.Linear(d, width, use_bias=additive, rngs=rngs)  # candidate -> query
+        self.rk = nnx.Linear(d, width, use_bias=False, rngs=rngs)  # history item -> key
+        self.rv = nnx.Linear(d, d, use_bias=False, rngs=rngs)  # history item -> value
+        self.ck = nnx.Linear(d, width, use_bias=False, rngs=rngs)  # sequence state -> key
+        self.cv = nnx.Linear(d, d, use_bias=False, rngs=rngs)  # sequence state -> value
+        if additive:
             self.score_v = nnx.Param(jax.random.normal(rngs.params(), (cfg.d_attn,)) * 0.1)
         self.recency = nnx.Param(jnp.zeros(()))
         self.item_bias = nnx.Param(jnp.zeros((n_items + 1,)))
@@ -125,33 +135,77 @@ class AttentionRecommender(nnx.Module):
             weights.append(w)
         return self.ln(x) * valid[..., None], weights
 
-    # -- readout -------------------------------------------------------------------------
-    def _readout_parts(self, h: Array, cand: Array) -> tuple[Array, Array]:
-        """Scores e [B, C, L] (recency folded in) and values g [B, C, L] for candidates.
+    # -- readout pieces ----------------------------------------------------------------------
+    def _pair(self, q: Array, k: Array) -> Array:
+        """The variant's scorer, pairwise: q [..., C, A] x k [..., T, A] -> [..., C, T]."""
+        if self.cfg.attention == "additive":
+            return att.additive_scores(q, k, self.score_v[...])
+        return att.multiplicative_scores(q, k)
 
-        cand: [C] (shared by the batch) or [B, C].
+    def _diag(self, q: Array, k: Array) -> Array:
+        """The variant's scorer, elementwise over matching rows: [..., A] x [..., A] -> [...]."""
+        if self.cfg.attention == "additive":
+            return jnp.tanh(q + k) @ self.score_v[...]
+        return (q * k).sum(-1) / jnp.sqrt(jnp.float32(q.shape[-1]))
+
+    def _item_parts(self, seq: Array, cand: Array) -> tuple[Array, Array]:
+        """History-item keys: scores and values [B, C, L] for candidates [C] or [B, C].
+
+        The key of position i is built from item x_i and its position only (not from the
+        encoded sequence), so a weight on position i is a statement about item x_i.
         """
         e = self.item_emb(cand)  # [C, D] or [B, C, D]
-        q, k = self.rq(e), self.rk(h)  # [(B,) C, A], [B, L, A]
+        hist = self.item_emb(seq)  # [B, L, D]
+        k = self.rk(hist + self.pos_emb(jnp.arange(seq.shape[1]))[None])
+        q = self.rq(e)
         if e.ndim == 2:
             q, e = q[None], e[None]
-        if self.cfg.attention == "additive":
-            s = att.additive_scores(q, k, self.score_v[...])
-        else:
-            s = att.multiplicative_scores(q, k)
-        g = e @ jnp.swapaxes(self.rv(h), -1, -2)  # [B, C, L]
+        s = self._pair(q, k)  # [B, C, L]
         if self.cfg.recency_bias:
             # -lam * (t - i): the -lam * t part is constant over keys and cancels in softmax.
-            s = s + self.recency[...] * jnp.arange(h.shape[1], dtype=jnp.float32)
+            s = s + self.recency[...] * jnp.arange(seq.shape[1], dtype=jnp.float32)[None, None, :]
+        g = e @ jnp.swapaxes(self.rv(hist), -1, -2)  # [B, C, L]
         return s, jnp.broadcast_to(g, s.shape)
+
+    def _context_last(self, h_last: Array, cand: Array) -> tuple[Array, Array]:
+        """Context key (the encoded sequence state) at the last position: [B, C] each."""
+        e = self.item_emb(cand)
+        q = self.rq(e)
+        if e.ndim == 2:
+            q, e = q[None], e[None]
+        s = self._pair(q, self.ck(h_last)[:, None, :])[..., 0]  # [B, C]
+        g = (e @ self.cv(h_last)[:, :, None])[..., 0]
+        return s, g
+
+    def _bias(self, cand: Array) -> Array:
+        """Item bias as [1, C] for shared candidates or [B, C] for per-row ones."""
+        bias = self.item_bias[...][cand]
+        return bias[None] if cand.ndim == 1 else bias
 
     def _weights(self, s: Array, mask: Array, key: Array | None) -> Array:
         cfg = self.cfg
         key = None if self.deterministic else key
         return att.attention_weights(
-            s, mask, cfg.attention, k=cfg.hard_k, key=key, tau=cfg.gumbel_tau
+            s,
+            mask,
+            cfg.attention,
+            k=cfg.hard_k,
+            key=key,
+            tau=cfg.gumbel_tau,
+            noise=cfg.gumbel_scale,
         )
 
+    def _readout(self, s, g, s_ctx, g_ctx, mask, key):
+        """Attention over [history keys..., context key]: (scores, history w, context w)."""
+        s_all = jnp.concatenate([s, s_ctx[..., None]], axis=-1)
+        m_all = jnp.concatenate(
+            [jnp.broadcast_to(mask, s.shape), jnp.ones_like(s_ctx, bool)[..., None]], axis=-1
+        )
+        w = self._weights(s_all, m_all, key)
+        out = (w[..., :-1] * g).sum(-1) + w[..., -1] * g_ctx
+        return out, w[..., :-1], w[..., -1]
+
+    # -- scoring -----------------------------------------------------------------------------
     def __call__(
         self, seq: Array, candidates: Array, *, key: Array | None = None
     ) -> tuple[Array, dict[str, Array]]:
@@ -162,15 +216,17 @@ class AttentionRecommender(nnx.Module):
           candidates: [C] item ids shared by the batch, or [B, C].
           key: PRNG key for dropout / Gumbel noise (used only in train mode).
         Returns:
-          scores [B, C]; aux with "readout" [B, C, L] weights over the history and
-          "blocks" (list of [B, H, L, L] self-attention weights).
+          scores [B, C]; aux with "readout" [B, C, L] weights on the history items, "context"
+          [B, C] weight on the sequence state (readout + context sum to 1), and "blocks" (list of
+          [B, H, L, L] self-attention weights).
         """
         k_enc, k_read = _split(key, 2)
         h, block_w = self.encode(seq, key=k_enc)
-        s, g = self._readout_parts(h, candidates)
-        alpha = self._weights(s, (seq > 0)[:, None, :], k_read)
-        scores = (alpha * g).sum(-1) + self.item_bias[...][candidates]
-        return scores, {"readout": alpha, "blocks": block_w}
+        s, g = self._item_parts(seq, candidates)
+        s_ctx, g_ctx = self._context_last(h[:, -1], candidates)
+        out, w_hist, w_ctx = self._readout(s, g, s_ctx, g_ctx, (seq > 0)[:, None, :], k_read)
+        scores = out + self._bias(candidates)
+        return scores, {"readout": w_hist, "context": w_ctx, "blocks": block_w}
 
     def train_logits(
         self, seq: Array, targets: Array, negatives: Array, *, key: Array | None = None
@@ -186,34 +242,45 @@ class AttentionRecommender(nnx.Module):
         h, _ = self.encode(seq, key=k_enc)
         valid = seq > 0
         length = seq.shape[1]
+        # positives: one candidate per position, explicit causal attention [B, T, L + 1]
         causal = jnp.tril(jnp.ones((length, length), jnp.bool_))[None] & valid[:, None, :]
-        s_pos, g_pos = self._readout_parts(h, targets)  # [B, T, L]
-        pos = (self._weights(s_pos, causal, k_pos) * g_pos).sum(-1)  # [B, T]
-        s_neg, g_neg = self._readout_parts(h, negatives)  # [B, S, L]
-        neg = self._prefix_negatives(s_neg, g_neg, valid[:, None, :], k_neg)  # [B, S, T]
+        s_pos, g_pos = self._item_parts(seq, targets)  # [B, T, L]
+        e_pos = self.item_emb(targets)
+        s_cp = self._diag(self.rq(e_pos), self.ck(h))  # [B, T]
+        g_cp = (e_pos * self.cv(h)).sum(-1)
+        pos, _, _ = self._readout(s_pos, g_pos, s_cp, g_cp, causal, k_pos)
+        # negatives: shared by the batch, every prefix at once [B, S, T]
+        s_neg, g_neg = self._item_parts(seq, negatives)
+        e_neg = self.item_emb(negatives)
+        s_cn = self._pair(self.rq(e_neg)[None], self.ck(h))  # [B, S, T]
+        g_cn = jnp.einsum("sd,btd->bst", e_neg, self.cv(h))
+        neg = self._prefix(s_neg, g_neg, valid[:, None, :], s_cn, g_cn, k_neg)
         logits = jnp.concatenate([pos[..., None], jnp.swapaxes(neg, 1, 2)], axis=-1)
         bias = self.item_bias[...]
         neg_bias = jnp.broadcast_to(bias[negatives], pos.shape + negatives.shape)
         return logits + jnp.concatenate([bias[targets][..., None], neg_bias], axis=-1)
 
-    def _prefix_negatives(self, s: Array, g: Array, mask: Array, key: Array | None) -> Array:
+    def _prefix(self, s, g, mask, s_ctx, g_ctx, key: Array | None) -> Array:
         mask = jnp.broadcast_to(mask, s.shape)
         if self.cfg.attention != "hard":
-            return att.prefix_readout(s, g, mask)
+            return att.prefix_readout(s, g, mask, s_ctx, g_ctx)
+        k = self.cfg.hard_k
         if self.deterministic or key is None:
-            return att.prefix_hard_readout(s, g, mask, self.cfg.hard_k)
-        s = s + jax.random.gumbel(key, s.shape, jnp.float32)
-        hard = att.prefix_hard_readout(s, g, mask, self.cfg.hard_k)
+            return att.prefix_hard_readout(s, g, mask, k, s_ctx, g_ctx)
+        k_items, k_ctx, noise = *jax.random.split(key), self.cfg.gumbel_scale
+        s = s + noise * jax.random.gumbel(k_items, s.shape, jnp.float32)
+        s_ctx = s_ctx + noise * jax.random.gumbel(k_ctx, s_ctx.shape, jnp.float32)
+        hard = att.prefix_hard_readout(s, g, mask, k, s_ctx, g_ctx)
         # Straight-through: forward = hard top-k; gradient w.r.t. the scores from the relaxation.
-        soft = att.prefix_readout(s / self.cfg.gumbel_tau, jax.lax.stop_gradient(g), mask)
-        return hard + soft - jax.lax.stop_gradient(soft)
+        tau, sg = self.cfg.gumbel_tau, jax.lax.stop_gradient
+        soft = att.prefix_readout(s / tau, sg(g), mask, s_ctx / tau, sg(g_ctx))
+        return hard + soft - sg(soft)
 
     # -- full ranking ----------------------------------------------------------------------
     def item_chunk(self, batch: int, budget: int = 1 << 24) -> int:
         """Items scored at once so the largest readout tensor stays under `budget` elements."""
-        per_item = (
-            batch * self.cfg.max_len * (self.cfg.d_attn if self.cfg.attention == "additive" else 4)
-        )
+        per_item = batch * self.cfg.max_len
+        per_item *= self.cfg.d_attn if self.cfg.attention == "additive" else 4
         return int(max(64, min(self.cfg.item_chunk, budget // max(per_item, 1))))
 
     def score_all(self, seq: Array) -> Array:
@@ -230,11 +297,12 @@ class AttentionRecommender(nnx.Module):
         ids = jnp.minimum(jnp.arange(n_chunks * chunk), self.n_items).reshape(n_chunks, chunk)
         h, _ = self.encode(seq)
         mask = (seq > 0)[:, None, :]
-        bias = self.item_bias[...]
 
         def one(cand: Array) -> Array:  # [chunk] -> [B, chunk]
-            s, g = self._readout_parts(h, cand)
-            return (self._weights(s, mask, None) * g).sum(-1) + bias[cand]
+            s, g = self._item_parts(seq, cand)
+            s_ctx, g_ctx = self._context_last(h[:, -1], cand)
+            out, _, _ = self._readout(s, g, s_ctx, g_ctx, mask, None)
+            return out + self._bias(cand)
 
         out = jax.lax.map(one, ids)  # [n_chunks, B, chunk]
         return out.transpose(1, 0, 2).reshape(b, -1)[:, : self.n_items + 1]

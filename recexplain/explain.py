@@ -1,0 +1,186 @@
+"""Recommendations with their explanations: per-history-item attributions for (user, item).
+
+The attention readout gives one weight per history item for each candidate item (it sums to 1
+over the history window; the hard variant puts all weight on its selected items). Items older
+than the model's window (max_len) are outside what the model sees and get no weight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from flax import nnx
+
+from recexplain.runs import Run
+
+METHODS: tuple[str, ...] = ("attention",)
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """Why `item` scored as it did for one history: a weight per history item."""
+
+    history: np.ndarray  # int32 [n] internal item ids, oldest first (the model's window)
+    weights: np.ndarray  # float32 [n] attribution per history item
+    method: str  # "attention", ...
+    variant: str  # run label, e.g. "additive"
+    item: int  # internal id of the explained item
+    score: float  # the model's score for the item
+    rank: int | None = None  # 0-based rank among unseen items, when known
+
+    def frame(self, items: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Long-form table: position (0 = oldest), item, title, weight, share of |weight|."""
+        total = np.abs(self.weights).sum()
+        df = pd.DataFrame(
+            {
+                "position": np.arange(len(self.history)),
+                "item": self.history,
+                "weight": self.weights.astype(np.float64),
+                "share": np.abs(self.weights) / total if total > 0 else 0.0,
+            }
+        )
+        if items is not None:
+            df["title"] = items["title"].reindex(self.history).fillna("").to_numpy()
+        return df
+
+
+def window(history: np.ndarray, max_len: int) -> np.ndarray:
+    """The last max_len items of a history, left-padded with 0 to exactly max_len."""
+    history = np.asarray(history, np.int32)[-max_len:]
+    return np.pad(history, (max_len - len(history), 0))
+
+
+@partial(jax.jit, static_argnums=(0, 4))
+def _recommend(graphdef, state, seq, excluded, k):
+    model = nnx.merge(graphdef, state)
+    scores = jnp.where(excluded, -jnp.inf, model.score_all(seq))  # [1, N + 1]
+    top_scores, top = jax.lax.top_k(scores, k)
+    _, aux = model(seq, top[0])
+    return top[0], top_scores[0], aux["readout"][0], scores[0]
+
+
+@partial(jax.jit, static_argnums=0)
+def _explain_items(graphdef, state, seq, items, excluded):
+    """Scores, readout weights and 0-based ranks (among non-excluded items) of `items`."""
+    model = nnx.merge(graphdef, state)
+    scores, aux = model(seq, items)
+    everything = jnp.where(excluded, -jnp.inf, model.score_all(seq))[0]
+    ranks = (everything[None, :] > scores[0][:, None]).sum(-1)
+    return scores[0], aux["readout"][0], ranks
+
+
+def _excluded(n_items: int, history: np.ndarray, exclude: np.ndarray | None) -> np.ndarray:
+    mask = np.zeros((1, n_items + 1), np.bool_)
+    mask[0, 0] = True
+    mask[0, history] = True
+    if exclude is not None:
+        mask[0, np.asarray(exclude, np.int64)] = True
+    return mask
+
+
+def recommend(
+    run: Run, history: np.ndarray, k: int = 10, *, exclude: np.ndarray | None = None
+) -> pd.DataFrame:
+    """Top-k unseen items for a history, each with its attention weights over the history.
+
+    Args:
+      run: a loaded attention run.
+      history: int internal item ids, oldest first (the whole history; seen items are excluded).
+      k: list length; exclude: more item ids to leave out.
+    Returns:
+      DataFrame, one row per recommendation: rank, item, item_id, title, score, weights
+      (float array over `window(history)`), top_history (list of (item, weight) best first).
+    """
+    if run.model_type != "attention":
+        raise ValueError(f"run {run.run_id} is a {run.model_type} baseline: no attention to show")
+    history = np.asarray(history, np.int32)
+    if len(history) == 0:
+        raise ValueError("history is empty: pick at least one item")
+    graphdef, state = nnx.split(run.model)
+    seq = window(history, run.max_len)
+    top, scores, weights, _ = _recommend(
+        graphdef, state, seq[None], _excluded(run.n_items, history, exclude), int(k)
+    )
+    top, scores, weights = np.asarray(top), np.asarray(scores), np.asarray(weights)
+    rows = []
+    for rank, (item, score, w) in enumerate(zip(top, scores, weights, strict=True)):
+        order = np.argsort(-w, kind="stable")
+        best = [(int(seq[i]), float(w[i])) for i in order[:3] if seq[i] > 0 and w[i] > 0]
+        rows.append(_row(run, rank, int(item), float(score), w, best))
+    return pd.DataFrame(rows)
+
+
+def _row(run: Run, rank: int, item: int, score: float, w: np.ndarray, best: list) -> dict:
+    meta = run.items.loc[item]
+    return {
+        "rank": rank + 1,
+        "item": item,
+        "item_id": meta["item_id"],
+        "title": meta["title"],
+        "score": score,
+        "weights": w,
+        "top_history": best,
+    }
+
+
+def explain(run: Run, history: np.ndarray, item: int, method: str = "attention") -> Attribution:
+    """Attribution of one item's score to the history items in the model's window.
+
+    Args:
+      run: loaded attention run; history: internal ids, oldest first; item: internal id.
+      method: one of METHODS.
+    Returns:
+      Attribution over `window(history)` without its padding.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown attribution method {method!r}; choose from {METHODS}")
+    if not 1 <= int(item) <= run.n_items:
+        raise ValueError(f"item {item} is not in the catalog (1..{run.n_items})")
+    history = np.asarray(history, np.int32)
+    if len(history) == 0:
+        raise ValueError("history is empty: pick at least one item")
+    seq = window(history, run.max_len)
+    graphdef, state = nnx.split(run.model)
+    excluded = _excluded(run.n_items, history, None)
+    excluded[0, item] = False
+    scores, weights, ranks = _explain_items(
+        graphdef, state, seq[None], jnp.asarray([item], jnp.int32), excluded
+    )
+    keep = seq > 0
+    return Attribution(
+        history=seq[keep],
+        weights=np.asarray(weights[0])[keep],
+        method=method,
+        variant=run.label,
+        item=int(item),
+        score=float(scores[0]),
+        rank=int(ranks[0]),
+    )
+
+
+def sentence(attr: Attribution, items: pd.DataFrame, top: int = 2) -> str:
+    """One plain sentence: 'Recommended because you rated A (41%) and B (22%).'"""
+    df = attr.frame(items).sort_values("share", ascending=False)
+    df = df[df["share"] > 0].head(top)
+    if df.empty:
+        return "No history item carries weight for this recommendation."
+    parts = [f"{row.title} ({row.share:.0%})" for row in df.itertuples()]
+    return "Recommended because you rated " + " and ".join(parts) + "."
+
+
+def to_json(attr: Attribution, items: pd.DataFrame | None = None) -> dict[str, Any]:
+    """JSON-ready dict of an attribution (titles included when items are given)."""
+    return {
+        "item": attr.item,
+        "method": attr.method,
+        "variant": attr.variant,
+        "score": attr.score,
+        "rank": attr.rank,
+        "history": attr.frame(items).to_dict(orient="records"),
+    }

@@ -1,0 +1,104 @@
+"""AttentionRecommender: shapes, masking, and agreement between its three scoring paths."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from recexplain.config import ModelConfig
+from recexplain.models import AttentionRecommender
+
+VARIANTS = ["additive", "multiplicative", "hard"]
+N_ITEMS, L = 30, 8
+SEQ = jnp.array([[0, 0, 0, 1, 2, 3, 4, 5], [0, 0, 0, 0, 0, 9, 8, 7]], jnp.int32)
+TARGETS = jnp.array([[0, 0, 0, 2, 3, 4, 5, 6], [0, 0, 0, 0, 0, 8, 7, 6]], jnp.int32)
+
+
+def _model(kind: str, **kw) -> AttentionRecommender:
+    cfg = ModelConfig(attention=kind, d_model=16, n_heads=2, d_attn=8, max_len=L, **kw)
+    model = AttentionRecommender(cfg, N_ITEMS, rngs=nnx.Rngs(0))
+    model.eval()
+    return model
+
+
+@pytest.mark.parametrize("kind", VARIANTS)
+def test_shapes_and_aux(kind):
+    model = _model(kind)
+    scores, aux = model(SEQ, jnp.arange(N_ITEMS + 1))
+    assert scores.shape == (2, N_ITEMS + 1)
+    assert aux["readout"].shape == (2, N_ITEMS + 1, L)
+    assert [w.shape for w in aux["blocks"]] == [(2, 2, L, L)] * 2
+    per_row, _ = model(SEQ, jnp.array([[1, 2, 3], [4, 5, 6]]))
+    assert per_row.shape == (2, 3)
+
+
+@pytest.mark.parametrize("kind", VARIANTS)
+def test_readout_weights_ignore_padding_and_sum_to_one(kind):
+    _, aux = _model(kind)(SEQ, jnp.arange(1, N_ITEMS + 1))
+    w, ctx = np.asarray(aux["readout"]), np.asarray(aux["context"])
+    pad = np.asarray(SEQ == 0)
+    assert np.all(w[0][:, pad[0]] == 0.0) and np.all(w[1][:, pad[1]] == 0.0)
+    assert ctx.shape == (2, N_ITEMS) and np.all(ctx >= 0)
+    np.testing.assert_allclose(w.sum(-1) + ctx, 1.0, rtol=1e-5)  # history + context key
+    for block in aux["blocks"]:  # causal: no weight on later positions
+        b = np.asarray(block)
+        assert np.all(np.triu(b, k=1) == 0.0)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_hard_readout_selects_exactly_k_items(k):
+    _, aux = _model("hard", hard_k=k)(SEQ, jnp.arange(1, N_ITEMS + 1))
+    nonzero = (np.asarray(aux["readout"]) > 0).sum(-1) + (np.asarray(aux["context"]) > 0)
+    assert np.all(nonzero == k)  # k keys among the history items and the context key
+
+
+@pytest.mark.parametrize("kind", VARIANTS)
+def test_training_logits_last_position_and_full_ranking_agree_with_call(kind):
+    model = _model(kind)
+    negatives = jnp.arange(1, 13, dtype=jnp.int32)
+    logits = model.train_logits(SEQ, TARGETS, negatives)
+    direct, _ = model(SEQ, negatives)
+    np.testing.assert_allclose(logits[:, -1, 1:], direct, atol=1e-5)
+    pos, _ = model(SEQ, TARGETS[:, -1:])
+    np.testing.assert_allclose(logits[:, -1, 0], pos[:, 0], atol=1e-5)
+    everything = model.score_all(SEQ)
+    direct_all, _ = model(SEQ, jnp.arange(N_ITEMS + 1))
+    np.testing.assert_allclose(everything, direct_all, atol=1e-5)
+
+
+def test_score_all_chunks_give_the_same_scores():
+    small = _model("additive", item_chunk=1)  # forces the minimum chunk (64 items)
+    big = _model("additive", item_chunk=4096)
+    np.testing.assert_allclose(small.score_all(SEQ), big.score_all(SEQ), atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", VARIANTS)
+def test_gradients_reach_every_parameter_in_train_mode(kind):
+    model = _model(kind)
+    model.train()
+
+    def loss(m):
+        return m.train_logits(SEQ, TARGETS, jnp.arange(1, 9), key=jax.random.key(0)).mean()
+
+    grads = nnx.grad(loss)(model)
+    dead = [
+        "/".join(map(str, path))
+        for path, g in jax.tree_util.tree_leaves_with_path(grads)
+        if float(jnp.abs(g).sum()) == 0.0
+    ]
+    # the position embeddings of always-padded slots and the padding item get no gradient
+    assert all("pos_emb" in d or "item_bias" in d or "embedding" in d for d in dead), dead
+
+
+def test_bad_configs_raise_clear_errors():
+    with pytest.raises(ValueError, match="attention must be one of"):
+        ModelConfig(attention="sigmoid")
+    with pytest.raises(ValueError, match="divisible by n_heads"):
+        ModelConfig(d_model=10, n_heads=3)
+    with pytest.raises(ValueError, match="n_items must be >= 1"):
+        AttentionRecommender(ModelConfig(), 0, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="seq length 5 != max_len 8"):
+        _model("additive")(jnp.ones((1, 5), jnp.int32), jnp.arange(3))
