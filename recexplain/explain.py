@@ -33,6 +33,7 @@ class Attribution:
     item: int  # internal id of the explained item
     score: float  # the model's score for the item
     rank: int | None = None  # 0-based rank among unseen items, when known
+    context: float = 0.0  # attention on the sequence-context key (not on one history item)
 
     def frame(self, items: pd.DataFrame | None = None) -> pd.DataFrame:
         """Long-form table: position (0 = oldest), item, title, weight, share of |weight|."""
@@ -72,7 +73,7 @@ def _explain_items(graphdef, state, seq, items, excluded):
     scores, aux = model(seq, items)
     everything = jnp.where(excluded, -jnp.inf, model.score_all(seq))[0]
     ranks = (everything[None, :] > scores[0][:, None]).sum(-1)
-    return scores[0], aux["readout"][0], ranks
+    return scores[0], aux["readout"][0], aux["context"][0], ranks
 
 
 def _excluded(n_items: int, history: np.ndarray, exclude: np.ndarray | None) -> np.ndarray:
@@ -149,7 +150,7 @@ def explain(run: Run, history: np.ndarray, item: int, method: str = "attention")
     graphdef, state = nnx.split(run.model)
     excluded = _excluded(run.n_items, history, None)
     excluded[0, item] = False
-    scores, weights, ranks = _explain_items(
+    scores, weights, context, ranks = _explain_items(
         graphdef, state, seq[None], jnp.asarray([item], jnp.int32), excluded
     )
     keep = seq > 0
@@ -161,6 +162,7 @@ def explain(run: Run, history: np.ndarray, item: int, method: str = "attention")
         item=int(item),
         score=float(scores[0]),
         rank=int(ranks[0]),
+        context=float(context[0]),
     )
 
 
@@ -182,5 +184,6 @@ def to_json(attr: Attribution, items: pd.DataFrame | None = None) -> dict[str, A
         "variant": attr.variant,
         "score": attr.score,
         "rank": attr.rank,
+        "context": attr.context,
         "history": attr.frame(items).to_dict(orient="records"),
     }
