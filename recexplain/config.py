@@ -83,7 +83,8 @@ class TrainConfig:
 
     seed: int = 0  # one seed fixes init, dropout, negatives and batch order
     batch_size: int = 128  # training windows per step
-    n_negatives: int = 256  # uniformly sampled negatives shared by the batch (sampled softmax)
+    n_negatives: int = 256  # sampled negatives shared by the batch (sampled softmax)
+    negatives: Literal["uniform", "mixed"] = "uniform"  # mixed: half by popularity (logQ-corrected)
     learning_rate: float = 1e-3  # peak learning rate after warmup
     warmup_steps: int = 100  # linear warmup steps
     weight_decay: float = 0.01  # AdamW decoupled weight decay
@@ -95,6 +96,17 @@ class TrainConfig:
     eval_batch: int = 256  # users per full-ranking step
     bootstrap: int = 1000  # bootstrap resamples for the test-metric CIs
     window_stride: int | None = None  # training windows step back by this much (None = max_len)
+
+    def __post_init__(self) -> None:
+        if self.negatives not in ("uniform", "mixed"):
+            raise ValueError(f"negatives must be 'uniform' or 'mixed', got {self.negatives!r}")
+        for name in ("batch_size", "n_negatives", "max_epochs", "eval_every", "eval_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.patience < 1 or self.bootstrap < 1 or self.warmup_steps < 0:
+            raise ValueError("patience and bootstrap must be >= 1 and warmup_steps >= 0")
 
 
 PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {

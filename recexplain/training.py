@@ -75,22 +75,28 @@ def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransfor
 
 def loss_fn(
     model: AttentionRecommender,
-    inputs: jax.Array,
-    targets: jax.Array,
-    negatives: jax.Array,
+    batch: dict[str, jax.Array],
     key: jax.Array,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Sampled softmax: the next item against shared negatives, at every non-empty position.
 
+    Every logit is corrected by the log of its item's sampling probability (logQ; a constant,
+    hence no-op, for uniform negatives), so the sampled loss estimates the full softmax.
+
     Args:
-      inputs, targets: [B, L] int32 (target 0 = no loss); negatives: [S] int32; key: PRNG key.
+      batch: inputs, targets [B, L] int32 (target 0 = no loss); negatives [S] int32;
+        log_q [N + 1] float32 log sampling probability per item.
+      key: PRNG key for dropout / Gumbel noise.
     Returns:
       (mean cross-entropy over real targets, {"n_targets": count}).
     """
+    inputs, targets, negatives = batch["inputs"], batch["targets"], batch["negatives"]
     logits = model.train_logits(inputs, targets, negatives, key=key)  # [B, L, 1 + S]
+    log_q = batch["log_q"]
     hit = negatives[None, None, :] == targets[..., None]  # a negative that is the positive
-    neg = jnp.where(hit, jnp.finfo(jnp.float32).min, logits[..., 1:])
-    logits = jnp.concatenate([logits[..., :1], neg], axis=-1)
+    neg = logits[..., 1:] - log_q[negatives][None, None, :]
+    neg = jnp.where(hit, jnp.finfo(jnp.float32).min, neg)
+    logits = jnp.concatenate([logits[..., :1] - log_q[targets][..., None], neg], axis=-1)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.zeros_like(targets))
     real = targets > 0
     n = real.sum()
@@ -101,14 +107,12 @@ def loss_fn(
 def train_step(
     model: AttentionRecommender,
     optimizer: nnx.Optimizer,
-    inputs: jax.Array,
-    targets: jax.Array,
-    negatives: jax.Array,
+    batch: dict[str, jax.Array],
     key: jax.Array,
 ) -> dict[str, jax.Array]:
     """One AdamW update; returns health metrics (loss, gradient norm, targets in the batch)."""
     grad_fn = nnx.value_and_grad(loss_fn, has_aux=True)
-    (loss, aux), grads = grad_fn(model, inputs, targets, negatives, key)
+    (loss, aux), grads = grad_fn(model, batch, key)
     optimizer.update(model, grads)
     return {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
 
@@ -170,12 +174,13 @@ def fit(
     total_steps = math.ceil(len(inputs) / cfg.batch_size) * cfg.max_epochs
     optimizer = nnx.Optimizer(model, make_optimizer(cfg, total_steps), wrt=nnx.Param)
     result, best = FitResult(model=model), _snapshot(model)
+    sampler = NegativeSampler(split, cfg)
     bar = tqdm(range(1, cfg.max_epochs + 1), desc=model_cfg.attention, disable=not verbose)
     with CompileCounter() as compiles:
         for epoch in bar:
             before = compiles.count
-            losses = _train_epoch(optimizer, (inputs, targets), split.n_items, cfg, epoch,
-                                  result, should_stop)  # fmt: skip
+            losses = _train_epoch(optimizer, (inputs, targets), sampler, cfg, epoch, result,
+                                  should_stop)  # fmt: skip
             if result.stop_reason:
                 break
             record = {"epoch": epoch, "loss": float(np.mean(losses)), "steps": result.steps}
@@ -201,14 +206,34 @@ def fit(
     return result
 
 
-def _train_epoch(optimizer, data, n_items, cfg, epoch, result, should_stop) -> list[float]:
+class NegativeSampler:
+    """Shared negatives per step: uniform, or half uniform + half by training popularity."""
+
+    def __init__(self, split: Split, cfg: TrainConfig):
+        n = split.n_items
+        if cfg.negatives == "uniform":
+            q = np.full(n + 1, 1.0 / n)
+        else:
+            pop = split.item_popularity().astype(np.float64)
+            q = 0.5 / n + 0.5 * pop / max(pop.sum(), 1.0)
+        q[0] = 1.0  # padding: never sampled, log q = 0
+        self.cdf = np.cumsum(q[1:]) / q[1:].sum()
+        self.log_q = np.log(q).astype(np.float32)
+        self.size = cfg.n_negatives
+
+    def __call__(self, rng: np.random.Generator) -> np.ndarray:
+        u = rng.random(self.size)
+        return (np.searchsorted(self.cdf, u, side="right") + 1).astype(np.int32)
+
+
+def _train_epoch(optimizer, data, sampler, cfg, epoch, result, should_stop) -> list[float]:
     """One pass over the shuffled windows; sets result.stop_reason on NaN/inf or cancel."""
     rng = np.random.default_rng([cfg.seed, epoch])
     base_key, losses = jax.random.key(cfg.seed), []
     for x, y in _batches(*data, cfg.batch_size, rng):
-        negatives = rng.integers(1, n_items + 1, size=cfg.n_negatives, dtype=np.int32)
+        batch = {"inputs": x, "targets": y, "negatives": sampler(rng), "log_q": sampler.log_q}
         key = jax.random.fold_in(base_key, result.steps)
-        loss = float(train_step(result.model, optimizer, x, y, negatives, key)["loss"])
+        loss = float(train_step(result.model, optimizer, batch, key)["loss"])
         result.steps += 1
         if not math.isfinite(loss):
             result.stop_reason = (

@@ -102,3 +102,13 @@ def test_bad_configs_raise_clear_errors():
         AttentionRecommender(ModelConfig(), 0, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="seq length 5 != max_len 8"):
         _model("additive")(jnp.ones((1, 5), jnp.int32), jnp.arange(3))
+
+
+@pytest.mark.parametrize("kind", ["multiplicative", "hard"])
+def test_item_tables_equal_direct_scoring(kind):
+    model = _model(kind)
+    cand = jnp.arange(1, 11, dtype=jnp.int32)
+    s_tab, g_tab = model._item_parts_tables(SEQ, cand)
+    s_dir, g_dir = model._item_parts(SEQ, jnp.broadcast_to(cand, (2, 10)))  # per-row: direct
+    np.testing.assert_allclose(s_tab, s_dir, atol=1e-5)
+    np.testing.assert_allclose(g_tab, g_dir, atol=1e-5)

@@ -51,8 +51,8 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_best(planted_s
     real_step = training.train_step
     epochs_done = []
 
-    def poisoned(model, optimizer, x, y, negatives, key):
-        out = real_step(model, optimizer, x, y, negatives, key)
+    def poisoned(model, optimizer, batch, key):
+        out = real_step(model, optimizer, batch, key)
         return {**out, "loss": jnp.nan} if epochs_done else out  # NaN from epoch 2 on
 
     monkeypatch.setattr(training, "train_step", poisoned)
@@ -92,3 +92,19 @@ def test_planted_cause_is_learned_and_attended(kind, planted, planted_split):
     found = (x[np.arange(len(x)), weights.argmax(1)] == cause).mean()
     assert hr >= 0.9, f"{kind}: HR@10 {hr:.3f}"
     assert found >= 0.9, f"{kind}: cause has the top weight for {found:.1%} of users"
+
+
+def test_negative_sampler_uniform_and_mixed(planted_split):
+    uniform = training.NegativeSampler(planted_split, FAST)
+    rng = np.random.default_rng(0)
+    draws = np.concatenate([uniform(rng) for _ in range(200)])
+    assert draws.min() >= 1 and draws.max() <= planted_split.n_items
+    assert np.ptp(uniform.log_q[1:]) == 0.0  # constant correction: a no-op in the softmax
+    mixed = training.NegativeSampler(planted_split, dataclasses.replace(FAST, negatives="mixed"))
+    draws = np.concatenate([mixed(rng) for _ in range(2000)])
+    pop = planted_split.item_popularity()
+    q = np.exp(mixed.log_q[1:])
+    np.testing.assert_allclose(q.sum(), 1.0, rtol=1e-6)
+    assert q[np.argmax(pop[1:])] > q[np.argmin(pop[1:])]
+    freq = np.bincount(draws, minlength=len(pop))[1:] / len(draws)
+    assert np.abs(freq - q).max() < 0.01  # samples follow the stated distribution

@@ -154,6 +154,8 @@ class AttentionRecommender(nnx.Module):
         The key of position i is built from item x_i and its position only (not from the
         encoded sequence), so a weight on position i is a statement about item x_i.
         """
+        if cand.ndim == 1 and self.cfg.attention != "additive" and self._tables_pay(seq, cand):
+            return self._item_parts_tables(seq, cand)
         e = self.item_emb(cand)  # [C, D] or [B, C, D]
         hist = self.item_emb(seq)  # [B, L, D]
         k = self.rk(hist + self.pos_emb(jnp.arange(seq.shape[1]))[None])
@@ -161,11 +163,33 @@ class AttentionRecommender(nnx.Module):
         if e.ndim == 2:
             q, e = q[None], e[None]
         s = self._pair(q, k)  # [B, C, L]
-        if self.cfg.recency_bias:
-            # -lam * (t - i): the -lam * t part is constant over keys and cancels in softmax.
-            s = s + self.recency[...] * jnp.arange(seq.shape[1], dtype=jnp.float32)[None, None, :]
         g = e @ jnp.swapaxes(self.rv(hist), -1, -2)  # [B, C, L]
-        return s, jnp.broadcast_to(g, s.shape)
+        return self._recency(s), jnp.broadcast_to(g, s.shape)
+
+    def _tables_pay(self, seq: Array, cand: Array) -> bool:
+        """Item-table scoring costs C * (N + 1) * D; direct scoring C * B * L * D."""
+        return self.n_items + 1 < seq.shape[0] * seq.shape[1]
+
+    def _item_parts_tables(self, seq: Array, cand: Array) -> tuple[Array, Array]:
+        """Same as `_item_parts` for shared candidates with a bilinear scorer, computed as
+        candidate x catalog tables gathered at the history ids (keys are linear in
+        item + position, so q . W_k (E[x] + P_i) = q . W_k E[x] + q . W_k P_i)."""
+        e = self.item_emb(cand)  # [C, D]
+        q = self.rq(e) / jnp.sqrt(jnp.float32(e.shape[-1]))
+        table = self.item_emb.embedding[...]  # [N + 1, D]
+        s_item = q @ self.rk(table).T  # [C, N + 1]
+        s_pos = q @ self.rk(self.pos_emb.embedding[...]).T  # [C, L]
+        g_item = e @ self.rv(table).T  # [C, N + 1]
+        s = jnp.take(s_item, seq, axis=1).transpose(1, 0, 2) + s_pos[None]  # [B, C, L]
+        g = jnp.take(g_item, seq, axis=1).transpose(1, 0, 2)
+        return self._recency(s), g
+
+    def _recency(self, s: Array) -> Array:
+        if not self.cfg.recency_bias:
+            return s
+        # -lam * (t - i): the -lam * t part is constant over keys and cancels in softmax.
+        pos = jnp.arange(s.shape[-1], dtype=jnp.float32)[None, None, :]
+        return s + self.recency[...] * pos
 
     def _context_last(self, h_last: Array, cand: Array) -> tuple[Array, Array]:
         """Context key (the encoded sequence state) at the last position: [B, C] each."""
