@@ -96,6 +96,8 @@ class TrainConfig:
     eval_batch: int = 256  # users per full-ranking step
     bootstrap: int = 1000  # bootstrap resamples for the test-metric CIs
     window_stride: int | None = None  # training windows step back by this much (None = max_len)
+    devices: int = 0  # local devices to shard the batch over (0 = all of them)
+    prefetch: int = 2  # batches prepared ahead on a background thread (0 = inline)
 
     def __post_init__(self) -> None:
         if self.negatives not in ("uniform", "mixed"):

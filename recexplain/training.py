@@ -31,6 +31,7 @@ from recexplain.config import (
 )
 from recexplain.data import Dataset, dataset_info, load_dataset
 from recexplain.evaluation import metrics_from_ranks, rank_all, summarize
+from recexplain.feed import NegativeSampler, Placement, epoch_batches
 from recexplain.models.recommender import AttentionRecommender, make_scorer
 from recexplain.runs import Run, RunError, check_run_id, load_run, save_run
 from recexplain.split import Split, leave_last_out, training_windows
@@ -103,7 +104,7 @@ def loss_fn(
     return jnp.where(real, ce, 0.0).sum() / jnp.maximum(n, 1), {"n_targets": n}
 
 
-@nnx.jit
+@nnx.jit(donate_argnames=("model", "optimizer"))
 def train_step(
     model: AttentionRecommender,
     optimizer: nnx.Optimizer,
@@ -138,14 +139,6 @@ class FitResult:
     steps: int = 0
 
 
-def _batches(inputs: np.ndarray, targets: np.ndarray, size: int, rng: np.random.Generator):
-    order = rng.permutation(len(inputs))
-    for start in range(0, len(order), size):
-        idx = order[start : start + size]
-        pad = size - len(idx)
-        yield (np.pad(inputs[idx], ((0, pad), (0, 0))), np.pad(targets[idx], ((0, pad), (0, 0))))
-
-
 def fit(
     split: Split,
     model_cfg: ModelConfig,
@@ -170,17 +163,18 @@ def fit(
     """
     start = time.perf_counter()
     inputs, targets = training_windows(split, model_cfg.max_len, cfg.window_stride)
+    feed = _Feed((inputs, targets), NegativeSampler(split, cfg), cfg)
     model = AttentionRecommender(model_cfg, split.n_items, rngs=nnx.Rngs(cfg.seed))
     total_steps = math.ceil(len(inputs) / cfg.batch_size) * cfg.max_epochs
     optimizer = nnx.Optimizer(model, make_optimizer(cfg, total_steps), wrt=nnx.Param)
+    for obj in (model, optimizer):  # parameters and optimizer state on every device
+        nnx.update(obj, feed.placement.replicate(nnx.state(obj)))
     result, best = FitResult(model=model), _snapshot(model)
-    sampler = NegativeSampler(split, cfg)
     bar = tqdm(range(1, cfg.max_epochs + 1), desc=model_cfg.attention, disable=not verbose)
     with CompileCounter() as compiles:
         for epoch in bar:
             before = compiles.count
-            losses = _train_epoch(optimizer, (inputs, targets), sampler, cfg, epoch, result,
-                                  should_stop)  # fmt: skip
+            losses = _train_epoch(optimizer, feed, result, should_stop)
             if result.stop_reason:
                 break
             record = {"epoch": epoch, "loss": float(np.mean(losses)), "steps": result.steps}
@@ -206,32 +200,28 @@ def fit(
     return result
 
 
-class NegativeSampler:
-    """Shared negatives per step: uniform, or half uniform + half by training popularity."""
+@dataclass
+class _Feed:
+    """Training data, negatives and device placement for `fit`."""
 
-    def __init__(self, split: Split, cfg: TrainConfig):
-        n = split.n_items
-        if cfg.negatives == "uniform":
-            q = np.full(n + 1, 1.0 / n)
-        else:
-            pop = split.item_popularity().astype(np.float64)
-            q = 0.5 / n + 0.5 * pop / max(pop.sum(), 1.0)
-        q[0] = 1.0  # padding: never sampled, log q = 0
-        self.cdf = np.cumsum(q[1:]) / q[1:].sum()
-        self.log_q = np.log(q).astype(np.float32)
-        self.size = cfg.n_negatives
+    data: tuple[np.ndarray, np.ndarray]
+    sampler: NegativeSampler
+    cfg: TrainConfig
 
-    def __call__(self, rng: np.random.Generator) -> np.ndarray:
-        u = rng.random(self.size)
-        return (np.searchsorted(self.cdf, u, side="right") + 1).astype(np.int32)
+    def __post_init__(self) -> None:
+        self.placement = Placement(self.cfg.devices)
+        self.placement.check_batch(self.cfg.batch_size)
+
+    def epoch(self, epoch: int):
+        return epoch_batches(self.data, self.sampler, self.cfg, epoch, self.placement,
+                             prefetch=self.cfg.prefetch)  # fmt: skip
 
 
-def _train_epoch(optimizer, data, sampler, cfg, epoch, result, should_stop) -> list[float]:
-    """One pass over the shuffled windows; sets result.stop_reason on NaN/inf or cancel."""
-    rng = np.random.default_rng([cfg.seed, epoch])
-    base_key, losses = jax.random.key(cfg.seed), []
-    for x, y in _batches(*data, cfg.batch_size, rng):
-        batch = {"inputs": x, "targets": y, "negatives": sampler(rng), "log_q": sampler.log_q}
+def _train_epoch(optimizer, feed, result, should_stop) -> list[float]:
+    """One pass over the epoch's batches; sets result.stop_reason on NaN/inf or cancel."""
+    base_key, losses = jax.random.key(feed.cfg.seed), []
+    epoch = len(result.history) + 1
+    for batch in feed.epoch(epoch):
         key = jax.random.fold_in(base_key, result.steps)
         loss = float(train_step(result.model, optimizer, batch, key)["loss"])
         result.steps += 1

@@ -12,6 +12,7 @@ import pytest
 from recexplain import training
 from recexplain.config import ModelConfig, TrainConfig
 from recexplain.evaluation import metrics_from_ranks, rank_all
+from recexplain.feed import NegativeSampler
 from recexplain.models.recommender import make_scorer
 from recexplain.split import eval_inputs
 
@@ -95,12 +96,12 @@ def test_planted_cause_is_learned_and_attended(kind, planted, planted_split):
 
 
 def test_negative_sampler_uniform_and_mixed(planted_split):
-    uniform = training.NegativeSampler(planted_split, FAST)
+    uniform = NegativeSampler(planted_split, FAST)
     rng = np.random.default_rng(0)
     draws = np.concatenate([uniform(rng) for _ in range(200)])
     assert draws.min() >= 1 and draws.max() <= planted_split.n_items
     assert np.ptp(uniform.log_q[1:]) == 0.0  # constant correction: a no-op in the softmax
-    mixed = training.NegativeSampler(planted_split, dataclasses.replace(FAST, negatives="mixed"))
+    mixed = NegativeSampler(planted_split, dataclasses.replace(FAST, negatives="mixed"))
     draws = np.concatenate([mixed(rng) for _ in range(2000)])
     pop = planted_split.item_popularity()
     q = np.exp(mixed.log_q[1:])
