@@ -112,3 +112,11 @@ def test_item_tables_equal_direct_scoring(kind):
     s_dir, g_dir = model._item_parts(SEQ, jnp.broadcast_to(cand, (2, 10)))  # per-row: direct
     np.testing.assert_allclose(s_tab, s_dir, atol=1e-5)
     np.testing.assert_allclose(g_tab, g_dir, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", VARIANTS)
+def test_cached_item_tables_give_the_same_full_ranking(kind):
+    model = _model(kind)
+    tables = model.item_tables()
+    assert (tables is None) == (kind == "additive")
+    np.testing.assert_allclose(model.score_all(SEQ, tables), model.score_all(SEQ), atol=1e-5)

@@ -307,11 +307,30 @@ class AttentionRecommender(nnx.Module):
         per_item *= self.cfg.d_attn if self.cfg.attention == "additive" else 4
         return int(max(64, min(self.cfg.item_chunk, budget // max(per_item, 1))))
 
-    def score_all(self, seq: Array) -> Array:
+    def item_tables(self) -> dict[str, Array] | None:
+        """History-side readout pieces for every (candidate, catalog item) pair, or None.
+
+        With a bilinear scorer (multiplicative, hard) the item keys are linear in item +
+        position, so the scores and values of every candidate against every possible history
+        item fit in [N + 1, N + 1] tables: full ranking then gathers instead of multiplying.
+        None for the additive scorer, or when the tables would exceed 2^26 entries.
+        """
+        if self.cfg.attention == "additive" or (self.n_items + 1) ** 2 > 1 << 26:
+            return None
+        table = self.item_emb.embedding[...]  # [N + 1, D]
+        q = self.rq(table) / jnp.sqrt(jnp.float32(table.shape[-1]))
+        return {
+            "s_item": q @ self.rk(table).T,  # [N + 1, N + 1]
+            "s_pos": q @ self.rk(self.pos_emb.embedding[...]).T,  # [N + 1, L]
+            "g_item": table @ self.rv(table).T,  # [N + 1, N + 1]
+        }
+
+    def score_all(self, seq: Array, tables: dict[str, Array] | None = None) -> Array:
         """Scores of every item id 0..N after the history, computed in item chunks.
 
         Args:
           seq: [B, L] int32 histories.
+          tables: optional `item_tables()` (computed once per model, reused across calls).
         Returns:
           [B, N + 1] float32 scores (column 0 is padding; mask it).
         """
@@ -323,7 +342,12 @@ class AttentionRecommender(nnx.Module):
         mask = (seq > 0)[:, None, :]
 
         def one(cand: Array) -> Array:  # [chunk] -> [B, chunk]
-            s, g = self._item_parts(seq, cand)
+            if tables is None:
+                s, g = self._item_parts(seq, cand)
+            else:
+                s = jnp.take(tables["s_item"][cand], seq, axis=1).transpose(1, 0, 2)
+                s = self._recency(s + tables["s_pos"][cand][None])
+                g = jnp.take(tables["g_item"][cand], seq, axis=1).transpose(1, 0, 2)
             s_ctx, g_ctx = self._context_last(h[:, -1], cand)
             out, _, _ = self._readout(s, g, s_ctx, g_ctx, mask, None)
             return out + self._bias(cand)
@@ -333,15 +357,22 @@ class AttentionRecommender(nnx.Module):
 
 
 @partial(jax.jit, static_argnums=0)
-def _score_all(graphdef: nnx.GraphDef, state: nnx.State, seq: Array) -> Array:
-    return nnx.merge(graphdef, state).score_all(seq)
+def _score_all(graphdef: nnx.GraphDef, state: nnx.State, tables, seq: Array) -> Array:
+    return nnx.merge(graphdef, state).score_all(seq, tables)
+
+
+@partial(jax.jit, static_argnums=0)
+def _item_tables(graphdef: nnx.GraphDef, state: nnx.State):
+    return nnx.merge(graphdef, state).item_tables()
 
 
 def make_scorer(model: AttentionRecommender):
     """A jitted (users, inputs [B, L]) -> scores [B, N + 1] function over the model as it is now.
 
     The model is split once, so calls pay no graph traversal; the mode (train/eval) is frozen at
-    this call. Scorers of models with the same structure share one compiled function per shape.
+    this call; the item tables are computed once here. Scorers of models with the same
+    structure share one compiled function per shape.
     """
     graphdef, state = nnx.split(model)
-    return lambda users, seq: _score_all(graphdef, state, jnp.asarray(seq, jnp.int32))
+    tables = _item_tables(graphdef, state)
+    return lambda users, seq: _score_all(graphdef, state, tables, jnp.asarray(seq, jnp.int32))
