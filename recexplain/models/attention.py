@@ -146,7 +146,7 @@ def prefix_readout(
     ctx_scores: Array | None = None,
     ctx_values: Array | None = None,
     *,
-    floor: float = 60.0,
+    floor: float = 30.0,
 ) -> Array:
     """For every prefix t: sum over keys i <= t (plus an optional per-t context key) of
     softmax(scores)_i * values_i, in O(L) per row.
@@ -157,8 +157,9 @@ def prefix_readout(
     one more key per position t (score ctx_scores[t], value ctx_values[t]), always valid.
     Exponentials are shifted by the row maximum; item scores more than `floor` below it are
     raised to that floor so an early prefix whose keys all score far below a later key cannot
-    underflow to 0/0 (their relative weights then become uniform, a change below e^-60 of the
-    row's mass). Used for training; inference uses the exact `attention_weights`.
+    underflow to 0/0 (their relative weights then become uniform, a change below e^-30 of the
+    row's mass), and the normaliser stays >= e^-30 so its 1/z^2 gradient stays finite. Used for
+    training; inference uses the exact `attention_weights`.
 
     Args:
       scores: [..., L] candidate-vs-key scores (recency term already folded in).
@@ -177,8 +178,11 @@ def prefix_readout(
     num = jnp.cumsum(w * values.astype(jnp.float32), axis=-1)
     if ctx_scores is not None:
         ctx = ctx_scores.astype(jnp.float32)
-        shift = jax.lax.stop_gradient(jnp.maximum(top, ctx))  # [..., L]
-        scale = jnp.exp(top - shift)
+        # An empty prefix (left padding) has only the context key: shifting it by the row's
+        # item maximum could underflow z to ~0, whose 1/z^2 gradient then turns into NaN.
+        seen = jnp.cumsum(mask, axis=-1) > 0
+        shift = jax.lax.stop_gradient(jnp.where(seen, jnp.maximum(top, ctx), ctx))  # [..., L]
+        scale = jnp.where(seen, jnp.exp(jnp.minimum(top - shift, 0.0)), 0.0)
         w_ctx = jnp.exp(ctx - shift)
         z = z * scale + w_ctx
         num = num * scale + w_ctx * ctx_values.astype(jnp.float32)
