@@ -18,15 +18,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# The workbench on the default data (ML-100K) at the address/port in .streamlit/config.toml
+# (127.0.0.1:8501). The first start trains the three variants (progress in the page and here);
+# later starts reuse runs/. `recexplain quickstart` does the same on the command line.
 run: $(STAMP)
-	$(VENV)/bin/recexplain quickstart
+	$(VENV)/bin/streamlit run app.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check recexplain tests benchmarks
-	$(VENV)/bin/ruff format --check recexplain tests benchmarks
+	$(VENV)/bin/ruff check app.py pages recexplain tests benchmarks
+	$(VENV)/bin/ruff format --check app.py pages recexplain tests benchmarks
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

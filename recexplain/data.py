@@ -143,6 +143,13 @@ def _dataset_name(cfg: DataConfig) -> str:
     return Path(cfg.path).name if cfg.dataset == "file" and cfg.path else cfg.dataset
 
 
+def dataset_name(cfg: DataConfig) -> str:
+    """The name `load_dataset(cfg)` gives its data set, without loading it."""
+    if cfg.dataset in ("synthetic", "synthetic-planted"):
+        return "synthetic-planted"
+    return _dataset_name(cfg)
+
+
 def _read_source(cfg: DataConfig, root: Path, say: Progress) -> tuple[RawTable, str, list[str]]:
     if cfg.dataset in DATASETS:
         folder, source, notes = fetch_source(cfg.dataset, root, offline_requested(cfg.offline), say)

@@ -29,7 +29,7 @@ from recexplain.config import (
     preset,
     to_dict,
 )
-from recexplain.data import Dataset, dataset_info, load_dataset
+from recexplain.data import Dataset, dataset_info, dataset_name, load_dataset
 from recexplain.evaluation import metrics_from_ranks, rank_all, summarize
 from recexplain.feed import NegativeSampler, Placement, epoch_batches
 from recexplain.models.recommender import AttentionRecommender, make_scorer
@@ -316,32 +316,39 @@ def train(
     return load_run(path)
 
 
+def default_run_ids(data_cfg: DataConfig) -> list[str]:
+    """Run ids of the three default variants on a data set: `<dataset>-<variant>`."""
+    name = "".join(c if c.isalnum() or c in "._-" else "_" for c in dataset_name(data_cfg))
+    return [check_run_id(f"{name.lstrip('._-') or 'data'}-{v}") for v in ATTENTION_VARIANTS]
+
+
 def default_runs(
     runs_dir: str | Path = "runs",
     *,
     data_cfg: DataConfig | None = None,
     preset_name: str = "default",
     progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
     verbose: bool = True,
 ) -> list[Run]:
     """The three variants on the default data, trained once and reused afterwards.
 
-    A run named `<dataset>-<variant>` is reused when it loads and its data fingerprint matches
+    A run named by `default_run_ids` is reused when it loads and its data fingerprint matches
     the data set; otherwise that variant is trained (and saved under that name).
 
     Args:
       runs_dir: where the runs live; data_cfg: data (default ML-100K); preset_name: model and
-      training preset; progress: gets {"stage", "variant", ...} events; verbose: progress bars.
+      training preset; progress: gets {"stage", "variant", ...} events; should_stop: polled
+      between steps, True cancels (variants not trained yet are skipped); verbose: progress bars.
     Returns:
-      The runs, in ATTENTION_VARIANTS order.
+      The runs, in ATTENTION_VARIANTS order (fewer when cancelled).
     """
     data_cfg = data_cfg or DataConfig()
     say = progress or (lambda event: None)
     say({"stage": "loading data"})
     ds = load_dataset(data_cfg)
     out = []
-    for variant in ATTENTION_VARIANTS:
-        run_id = f"{ds.name}-{variant}"
+    for variant, run_id in zip(ATTENTION_VARIANTS, default_run_ids(data_cfg), strict=True):
         try:
             run = load_run(run_id, runs_dir)
             if run.fingerprint == ds.fingerprint:
@@ -350,8 +357,11 @@ def default_runs(
                 continue
         except RunError:
             pass
+        if should_stop is not None and should_stop():
+            break
         model_cfg, cfg = preset(preset_name, variant)
         tagged = (lambda e, v=variant: say({**e, "variant": v})) if progress else None
         out.append(train(data_cfg, model_cfg, cfg, runs_dir=runs_dir, run_id=run_id, dataset=ds,
-                         progress=tagged, verbose=verbose, overwrite=True))  # fmt: skip
+                         progress=tagged, should_stop=should_stop, verbose=verbose,
+                         overwrite=True))  # fmt: skip
     return out
