@@ -1,0 +1,392 @@
+"""Every page through streamlit.testing.v1.AppTest, on three tiny runs of the synthetic data."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [
+    "pages/1_Train.py",
+    "pages/2_Compare.py",
+    "pages/3_Explain.py",
+    "pages/4_Attention_playground.py",
+    "pages/5_Share.py",
+]
+TIMEOUT = 180  # seconds per script run: the first run of a page compiles the models on CPU
+
+
+def open_page(page: str = "app.py", params: dict | None = None) -> AppTest:
+    """Runs the app (app.py is the entry point) and switches to `page` with query params."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    for key, value in (params or {}).items():
+        at.query_params[key] = value
+    at.run()
+    if page != "app.py":
+        at.switch_page(page).run()
+    return at
+
+
+def plain(elements) -> str:
+    """The text of st.error / st.success / ... elements, markdown escapes removed."""
+    return re.sub(r"\\(.)", r"\1", " ".join(e.value for e in elements))
+
+
+def errors(at: AppTest) -> str:
+    return plain(at.error)
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def chart_data(at: AppTest, index: int) -> pd.DataFrame:
+    """The data behind the index-th Vega-Lite chart (Streamlit ships it as Arrow)."""
+    proto = at.get("vega_lite_chart")[index].proto
+    return pa.ipc.open_stream(proto.datasets[0].data.data).read_all().to_pandas()
+
+
+def heatmap(at: AppTest) -> pd.DataFrame:
+    """The Explain page's variants x history heatmap data (the first chart)."""
+    df = chart_data(at, 0)
+    assert {"variant", "label", "weight"} <= set(df.columns)
+    return df.sort_values(["variant", "position"], ignore_index=True)
+
+
+def selectbox(at: AppTest, label: str):
+    return next(s for s in at.selectbox if s.label == label)
+
+
+def multiselect(at: AppTest, label: str):
+    return next(m for m in at.multiselect if m.label == label)
+
+
+def test_overview_renders_card_runs_and_leaderboard(app_env):
+    at = open_page()
+    assert_clean(at)
+    assert at.title[0].value == "Overview"
+    assert [m.label for m in at.metric][:3] == ["Users", "Items", "Interactions"]
+    assert len(at.dataframe) == 1 and len(at.get("vega_lite_chart")) == 1
+    spec = json.loads(at.get("vega_lite_chart")[0].proto.spec)
+    assert spec["layer"][0]["encoding"]["x"]["field"] == "mean"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_without_exception(app_env, page):
+    at = open_page(page)
+    assert_clean(at)
+    assert at.title[0].value in page.replace("_", " ")
+
+
+def test_compare_shows_table_charts_and_p_values(app_env):
+    at = open_page("pages/2_Compare.py")
+    table = at.dataframe[0].value
+    assert list(table["run"]) == ["additive", "multiplicative", "hard"]
+    assert (table["p (ndcg@10)"] == "reference").sum() == 1
+    assert len(at.get("vega_lite_chart")) == 4  # metrics, curves, Jaccard, wins
+
+
+def test_explain_choosing_another_user_changes_the_attributions(app_env):
+    at = open_page("pages/3_Explain.py", {"user": "3"})
+    assert_clean(at)
+    assert at.query_params["user"] == ["3"] or at.query_params["user"] == "3"
+    first = heatmap(at)
+    assert set(first["variant"]) == {"additive", "multiplicative", "hard"}
+    selectbox(at, "User (type to search)").select("7").run()
+    assert_clean(at)
+    second = heatmap(at)
+    assert not first[["label", "weight"]].equals(second[["label", "weight"]])
+
+
+def test_explain_what_if_removal_changes_the_weights(app_env):
+    at = open_page("pages/3_Explain.py", {"user": "3"})
+    before = heatmap(at)
+    newest = int(before["item"].iloc[-1])
+    at.toggle(key="whatif_on").set_value(True).run()
+    multiselect(at, "Remove from the history").select(newest).run()
+    assert_clean(at)
+    after = heatmap(at)
+    assert newest not in set(after["item"])
+    assert not after[["label", "weight"]].equals(before[["label", "weight"]])
+
+
+def test_explain_thumbs_up_appends_the_item_to_the_history(app_env):
+    at = open_page("pages/3_Explain.py", {"user": "3"})
+    item = selectbox(at, "Explain item").value
+    labels_before = set(heatmap(at)["label"])
+    next(b for b in at.button if b.label.startswith("More like this")).click().run()
+    assert_clean(at)
+    assert at.session_state["thumbs"][3]["up"] == [item]
+    assert set(heatmap(at)["label"]) != labels_before
+
+
+def test_explain_unknown_user_and_item_in_the_link_are_errors_not_exceptions(app_env):
+    link = {"user": "no-such-user", "item": "<script>", "method": "tea-leaves", "run": "gone"}
+    at = open_page("pages/3_Explain.py", link)
+    assert not at.exception
+    assert "Unknown user 'no-such-user'" in errors(at) and "Unknown item '<script>'" in errors(at)
+    assert "Unknown attribution method 'tea-leaves'" in errors(at)
+    assert "non-attention run(s) in the link: gone" in errors(at)
+    assert len(at.get("vega_lite_chart")) == 2  # it still shows a valid explanation
+
+
+def test_explain_permalink_params_pick_the_item(app_env):
+    at = open_page("pages/3_Explain.py", {"user": "3", "item": "5"})
+    assert_clean(at)
+    picker = selectbox(at, "Explain item")
+    assert "(id 5)" in picker.format_func(picker.value)
+
+
+def test_explain_new_user_cold_start(app_env):
+    at = open_page("pages/3_Explain.py")
+    at.toggle(key="cold_on").set_value(True).run()
+    cold = multiselect(at, "Items this person liked (oldest first)")
+    cold.select(1).select(2).run()
+    assert_clean(at)
+    assert len(at.table) == 6  # three top-10 tables for the user, three for the new user
+
+
+def test_a_deleted_run_folder_is_a_message(app_env, tmp_path, monkeypatch):
+    runs_dir = tmp_path / "runs"
+    shutil.copytree(app_env, runs_dir)
+    shutil.copytree(runs_dir / "synthetic-planted-additive", runs_dir / "extra-additive")
+    monkeypatch.setenv("RECEXPLAIN_RUNS_DIR", str(runs_dir))
+    at = open_page("pages/3_Explain.py", {"run": "extra-additive"})
+    assert_clean(at)
+    shutil.rmtree(runs_dir / "extra-additive")
+    at.run()
+    assert not at.exception
+    assert "no longer available" in errors(at) and "extra-additive" in errors(at)
+
+
+def test_playground_hard_k_changes_the_weights(app_env):
+    at = open_page("pages/4_Attention_playground.py")
+    assert_clean(at)
+    weights = chart_data(at, 0)
+    hard = weights[weights["formula"].str.startswith("hard")]["weight"]
+    assert sorted(hard) == [0, 0, 0, 1]
+    next(n for n in at.number_input if n.label.startswith("hard")).set_value(2).run()
+    weights = chart_data(at, 0)
+    assert sorted(weights[weights["formula"].str.startswith("hard")]["weight"]) == [0, 0, 0.5, 0.5]
+    assert any("sum to 1.10" in c.value for c in at.caption)
+
+
+def test_share_builds_a_permalink_and_exports(app_env):
+    at = open_page("pages/5_Share.py", {"user": "3", "item": "5"})
+    assert_clean(at)
+    link = at.code[0].value
+    assert "/Explain?" in link and "user=3" in link and "item=5" in link and "run=" in link
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert labels == ["HTML report", "PNG (heatmap)", "SVG (weights)", "JSON"]
+
+
+def test_train_rejects_a_bad_run_id(app_env):
+    at = open_page("pages/1_Train.py")
+    next(t for t in at.text_input if t.label == "Run id").input("../escape").run()
+    assert not at.exception
+    assert "invalid run id" in errors(at)
+
+
+def test_train_runs_in_the_background_and_the_run_appears(app_env, tmp_path, monkeypatch):
+    runs_dir = tmp_path / "runs"
+    shutil.copytree(app_env, runs_dir)
+    monkeypatch.setenv("RECEXPLAIN_RUNS_DIR", str(runs_dir))
+    at = open_page("pages/1_Train.py")
+    next(t for t in at.text_input if t.label == "Run id").input("fresh-run").run()
+    next(n for n in at.number_input if n.label == "max_epochs").set_value(1).run()
+    next(b for b in at.button if b.label == "Train").click().run()
+    assert_clean(at)
+    from recexplain import dashboard
+
+    job = dashboard.get_job(at.session_state["train_job"])
+    deadline = time.time() + TIMEOUT
+    while not job.done and time.time() < deadline:
+        time.sleep(0.5)
+    assert job.done and job.error is None, job.error
+    at.run()
+    assert "Saved run fresh-run" in plain(at.success)
+    assert (runs_dir / "fresh-run" / "manifest.json").is_file()
+    overview = open_page()
+    assert "fresh-run" in set(overview.dataframe[0].value["run_id"])
+
+
+def test_first_start_trains_the_default_runs_with_a_progress_bar(app_runs, tmp_path, monkeypatch):
+    from recexplain import dashboard
+
+    runs_dir = tmp_path / "fresh"
+    monkeypatch.setenv("RECEXPLAIN_RUNS_DIR", str(runs_dir))
+    monkeypatch.setenv("RECEXPLAIN_DATASET", "synthetic")
+
+    def fake_default_runs(target_dir, *, progress, **kwargs):  # the real one trains for minutes
+        progress({"stage": "loading data"})
+        for variant in ("additive", "multiplicative", "hard"):
+            progress({"stage": "training", "variant": variant})
+            progress(
+                {
+                    "epoch": 1,
+                    "max_epochs": 2,
+                    "loss": 3.0,
+                    "valid_ndcg@10": 0.1,
+                    "best_valid_ndcg@10": 0.1,
+                    "seconds": 1.0,
+                    "variant": variant,
+                }
+            )
+            time.sleep(0.3)
+            shutil.copytree(
+                app_runs / f"synthetic-planted-{variant}",
+                Path(target_dir) / f"synthetic-planted-{variant}",
+            )
+            progress({"stage": "done", "variant": variant})
+
+    monkeypatch.setattr(dashboard, "default_runs", fake_default_runs)
+    at = open_page()
+    assert not at.exception
+    assert "First start" in at.info[0].value
+    assert len(at.progress) == 1 and 0 <= at.progress[0].value <= 100
+    key = next(k for k in dashboard._jobs() if k.startswith("default-runs:") and "fresh" in k)
+    job = dashboard.get_job(key)
+    deadline = time.time() + 60
+    while not job.done and time.time() < deadline:
+        time.sleep(0.2)
+    assert job.done and job.error is None
+    at.run()
+    assert_clean(at)
+    assert not at.info and len(at.get("vega_lite_chart")) == 1
+
+
+def upload_page(monkeypatch, tmp_path) -> AppTest:
+    monkeypatch.setenv("RECEXPLAIN_CACHE", str(tmp_path / "cache"))
+    at = open_page("pages/1_Train.py")
+    at.radio(key="train_source").set_value("upload a file").run()
+    return at
+
+
+def test_a_bad_upload_is_a_clear_message(app_env, monkeypatch, tmp_path):
+    at = upload_page(monkeypatch, tmp_path)
+    bad = b"user_id,item_id,timestamp\n1,10,100\n1,11,yesterday-ish\n"
+    at.file_uploader(key="up_inter").set_value(("ratings.csv", bad, "text/csv")).run()
+    assert not at.exception
+    message = errors(at)
+    assert "The data did not load" in message and "ratings.csv" in message
+    assert "line 3" in message and "timestamp" in message
+
+
+def test_an_upload_with_a_column_mapping_loads(app_env, monkeypatch, tmp_path):
+    at = upload_page(monkeypatch, tmp_path)
+    rows = [f"{u},{i},{1000 + 10 * u + i}" for u in range(6) for i in range(1, 6)]
+    data = ("who,what,when\n" + "\n".join(rows)).encode()
+    items = b"what,name\n1,<script>alert(1)</script>\n2,B\n3,C\n4,D\n5,E\n"
+    at.file_uploader(key="up_inter").set_value(("clicks.csv", data, "text/csv"))
+    at.file_uploader(key="up_items").set_value(("items.csv", items, "text/csv")).run()
+    assert "missing column" in errors(at)  # nothing guessed "what"/"when": all map to "who"
+    selectbox(at, "Item column").select("what")
+    selectbox(at, "Time column").select("when")
+    selectbox(at, "Title column").select("name").run()
+    assert_clean(at)
+    assert "6 users, 5 items, 30 interactions" in plain(at.success)
+    stored = list((tmp_path / "cache" / "uploads").glob("*/clicks.csv"))
+    assert len(stored) == 1 and stored[0].read_bytes() == data
+
+
+def test_save_upload_checks_type_and_size(monkeypatch, tmp_path):
+    from recexplain import dashboard
+    from recexplain.data import DataError
+
+    monkeypatch.setenv("RECEXPLAIN_CACHE", str(tmp_path))
+    with pytest.raises(DataError, match="unsupported file type .exe"):
+        dashboard.save_upload("ratings.exe", b"x")
+    with pytest.raises(DataError, match="over the 1 MB limit"):
+        dashboard.save_upload("big.csv", b"x" * (2 << 20), limit_mb=1)
+    with pytest.raises(DataError, match="empty"):
+        dashboard.save_upload("empty.csv", b"")
+    path = dashboard.save_upload("../../evil name.csv", b"a,b\n1,2\n")
+    assert path.parent.parent == tmp_path / "uploads" and path.name == "evil_name.csv"
+    assert not list(path.parent.glob(".*.tmp"))
+
+
+def test_explain_other_attribution_methods(app_env):
+    from recexplain import explain
+
+    at = open_page("pages/3_Explain.py", {"user": "3"})
+    attention = heatmap(at)
+    others = [m for m in explain.METHODS if m != "attention"]
+    if not others:
+        pytest.skip("this library offers only the attention method")
+    selectbox(at, "Attribution method").select(others[-1]).run()
+    assert_clean(at)
+    assert at.query_params["method"] in (others[-1], [others[-1]])
+    assert not heatmap(at)["weight"].equals(attention["weight"])
+
+
+def fake_faithfulness(run_dir: Path) -> None:
+    fingerprint = json.loads((run_dir / "data.json").read_text())["fingerprint"]
+    k = list(range(11))
+    method = {
+        "aopc": 0.3,
+        "ratio_at_3": 2.5,
+        "rank_drop_at_3": 14.0,
+        "deletion": {
+            "k": k,
+            "score_drop": [0.05 * i for i in k],
+            "random_score_drop": [0.01 * i for i in k],
+        },
+    }
+    report = {
+        "fingerprint": fingerprint,
+        "n_users": 50,
+        "best_method": "attention",
+        "methods": {"attention": method},
+        "agreement": {},
+    }
+    (run_dir / "faithfulness.json").write_text(json.dumps(report))
+
+
+def test_faithfulness_reports_show_on_compare_and_explain(app_env, tmp_path, monkeypatch):
+    runs_dir = tmp_path / "runs"
+    shutil.copytree(app_env, runs_dir)
+    for variant in ("additive", "hard"):
+        fake_faithfulness(runs_dir / f"synthetic-planted-{variant}")
+    monkeypatch.setenv("RECEXPLAIN_RUNS_DIR", str(runs_dir))
+    at = open_page("pages/2_Compare.py")
+    assert_clean(at)
+    summary = at.dataframe[1].value
+    assert list(summary["variant"]) == ["additive", "hard"] and set(summary["aopc"]) == {0.3}
+    assert len(at.get("vega_lite_chart")) == 5  # + the deletion curves
+    at = open_page("pages/3_Explain.py", {"user": "3"})
+    badges = plain(at.caption)
+    assert badges.count("Faithfulness of attention (50 users)") == 2
+    assert "14.0 places" in badges
+
+
+def test_baseline_runs_compare_but_are_not_explained(app_env, planted, tmp_path, monkeypatch):
+    baselines = pytest.importorskip("recexplain.baselines")
+    from recexplain.config import DataConfig
+
+    runs_dir = tmp_path / "runs"
+    shutil.copytree(app_env, runs_dir)
+    baselines.train_baseline(
+        "pop",
+        DataConfig(dataset="synthetic"),
+        runs_dir=runs_dir,
+        run_id="synthetic-pop",
+        dataset=planted[0],
+    )
+    monkeypatch.setenv("RECEXPLAIN_RUNS_DIR", str(runs_dir))
+    at = open_page("pages/2_Compare.py")
+    at.multiselect(key="compare_runs").select("synthetic-pop").run()
+    assert_clean(at)
+    assert list(at.dataframe[0].value["run"]) == ["additive", "multiplicative", "hard", "pop"]
+    at = open_page("pages/3_Explain.py", {"run": "synthetic-pop"})
+    assert not at.exception
+    assert "baselines have no attention to explain" in errors(at)
+    assert len(at.get("vega_lite_chart")) == 2  # the default runs instead
