@@ -51,7 +51,7 @@ class ModelConfig:
     gumbel_tau: float = 0.5  # temperature of the straight-through Gumbel relaxation (hard)
     gumbel_scale: float = 1.0  # Gumbel noise scale while training hard (0 = plain straight-through)
     max_len: int = 50  # history window length; older items are cut
-    dropout: float = 0.2  # dropout on embeddings and block outputs
+    dropout: float = 0.3  # dropout on embeddings and block outputs
     recency_bias: bool = True  # learned bias on the readout scores by distance to the query
     item_chunk: int = 4096  # items scored per step in full ranking (bounds memory)
 
@@ -85,11 +85,11 @@ class TrainConfig:
     batch_size: int = 128  # training windows per step
     n_negatives: int = 256  # sampled negatives shared by the batch (sampled softmax)
     negatives: Literal["uniform", "mixed"] = "uniform"  # mixed: half by popularity (logQ-corrected)
-    learning_rate: float = 1e-3  # peak learning rate after warmup
+    learning_rate: float = 2e-3  # peak learning rate after warmup
     warmup_steps: int = 100  # linear warmup steps
     weight_decay: float = 0.01  # AdamW decoupled weight decay
     clip_norm: float = 1.0  # global gradient-norm clip
-    max_epochs: int = 200  # upper bound; early stopping usually ends sooner
+    max_epochs: int = 80  # cosine decay spans this many epochs; early stopping may end sooner
     patience: int = 10  # epochs without validation NDCG@10 gain before stopping
     eval_every: int = 1  # validate every this many epochs
     min_epochs: int = 0  # never stop before this many epochs
