@@ -4,6 +4,7 @@ import streamlit as st
 
 from recexplain import dashboard as D
 from recexplain import viz
+from recexplain import workbench as W
 from recexplain.data import dataset_info
 
 s = D.page("Overview")
@@ -35,7 +36,7 @@ table = D.runs_table(s.runs_dir)
 st.dataframe(table, hide_index=True, width="stretch")
 
 metric = st.selectbox("Leaderboard metric", ["ndcg@10", "hr@10", "mrr@10", "ndcg@20", "hr@20"])
-metrics = {rid: D.run_metrics(rid, s.runs_dir) for rid in D.runs_on(table, ds.fingerprint)}
+metrics = {rid: W.run_metrics(rid, s.runs_dir) for rid in W.runs_on(table, ds.fingerprint)}
 frame = viz.metrics_frame(metrics)
 if len(frame[frame["name"] == metric]):
     st.altair_chart(viz.leaderboard(frame, metric), theme=None, width="stretch")

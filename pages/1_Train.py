@@ -6,6 +6,7 @@ import time
 import streamlit as st
 
 from recexplain import dashboard as D
+from recexplain import jobs
 from recexplain.config import ATTENTION_VARIANTS, PRESETS, ColumnMap, DataConfig, preset
 from recexplain.data import dataset_info
 from recexplain.runs import check_run_id
@@ -22,18 +23,19 @@ def guess(options: list[str], *words: str) -> int:
 
 if source == "upload a file":
     st.caption(
-        f"CSV, TSV or Parquet, at most {D.UPLOAD_LIMIT_MB} MB, one row per interaction "
+        f"CSV, TSV or Parquet, at most {jobs.UPLOAD_LIMIT_MB} MB, one row per interaction "
         "(user, item, time, optional rating); titles come from an optional item file."
     )
-    up = st.file_uploader("Interactions file", type=list(D.UPLOAD_TYPES), key="up_inter")
-    up_items = st.file_uploader("Item file (optional)", type=list(D.UPLOAD_TYPES), key="up_items")
+    types = list(jobs.UPLOAD_TYPES)
+    up = st.file_uploader("Interactions file", type=types, key="up_inter")
+    up_items = st.file_uploader("Item file (optional)", type=types, key="up_items")
     if up is None:
         st.stop()
     with D.guard("Upload rejected"):
-        path = D.save_upload(up.name, up.getvalue())
-        names, head = D.file_columns(path)
-        items_path = D.save_upload(up_items.name, up_items.getvalue()) if up_items else None
-        item_names = D.file_columns(items_path)[0] if items_path else []
+        path = jobs.save_upload(up.name, up.getvalue())
+        names, head = jobs.file_columns(path)
+        items_path = jobs.save_upload(up_items.name, up_items.getvalue()) if up_items else None
+        item_names = jobs.file_columns(items_path)[0] if items_path else []
     st.dataframe(head, hide_index=True, width="stretch")
     cols = st.columns(4)
     user = cols[0].selectbox("User column", names, guess(names, "user_id", "user", "userid"))
@@ -89,13 +91,14 @@ if exists and not overwrite:
     st.warning(D.md(f"A run named {run_id} exists: pick another id or tick 'Replace'."))
 
 if st.button("Train", type="primary", disabled=exists and not overwrite):
-    job = D.train_job(data_cfg, model_cfg, train_cfg, run_id, overwrite)
+    job = jobs.start_training(s.runs_dir, data_cfg, model_cfg, train_cfg, run_id,
+                              overwrite=overwrite)  # fmt: skip
     st.session_state["train_job"] = job.key
 
 key = st.session_state.get("train_job")
-job = D.get_job(key) if key else None
+job = jobs.get_job(key) if key else None
 if job is not None and not job.done:
-    D.watch(key, cancellable=True)
+    D.watch(key, cancel="Cancel training (keeps the best epoch so far)")
 elif job is not None and job.error:
     st.error(D.md(f"Training failed: {job.error}"))
 elif job is not None:

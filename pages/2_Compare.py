@@ -5,12 +5,13 @@ import streamlit as st
 
 from recexplain import dashboard as D
 from recexplain import viz
+from recexplain import workbench as W
 
 METRICS = ("ndcg@10", "hr@10", "mrr@10", "ndcg@20", "hr@20")
 
 s = D.page("Compare")
 defaults = D.ensure_default_runs(s)
-options = D.runs_on(D.runs_table(s.runs_dir))
+options = W.runs_on(D.runs_table(s.runs_dir))
 options += [r.run_id for r in defaults if r.run_id not in options]
 chosen = st.multiselect(
     "Runs (attention variants and baselines trained on the same data)",
@@ -35,12 +36,12 @@ st.caption(
     f"the reference run ({D.md(table.attrs.get('reference'))}, best on {METRICS[0]}). Protocol: "
     f"{runs[0].metrics.get('protocol', 'leave-last-out, full ranking')}."
 )
-metrics = viz.metrics_frame({lab: r.metrics for lab, r in D.labelled(runs)})
+metrics = viz.metrics_frame({lab: r.metrics for lab, r in W.labelled(runs)})
 metrics = metrics[metrics["metric"].isin(["hr", "ndcg", "mrr", "precision", "recall", "f1"])]
 st.altair_chart(viz.metric_bars(metrics), theme=None)
 
 st.subheader("Training curves")
-curves = viz.history_frame({lab: r.history for lab, r in D.labelled(runs)})
+curves = viz.history_frame({lab: r.history for lab, r in W.labelled(runs)})
 if len(curves):
     st.altair_chart(viz.training_curves(curves), theme=None)
 else:
@@ -60,7 +61,7 @@ if len(runs) > 1:
         st.caption("Which run ranks each user's held-out item best (NDCG@10), by history length.")
 
 st.subheader("Faithfulness of the explanations")
-parts = [viz.faithfulness_frames(D.faithfulness(r), lab) for lab, r in D.labelled(runs)]
+parts = [viz.faithfulness_frames(W.faithfulness(r), lab) for lab, r in W.labelled(runs)]
 summary = pd.concat([p[0] for p in parts], ignore_index=True)
 curve = pd.concat([p[1] for p in parts], ignore_index=True)
 if len(summary):

@@ -4,6 +4,7 @@ import streamlit as st
 
 from recexplain import dashboard as D
 from recexplain import export, viz
+from recexplain import workbench as W
 from recexplain.explain import sentence
 
 s = D.page("Explain")
@@ -34,7 +35,7 @@ test_item = int(split.test[user])
 if test_item:
     ranks = [D.held_out_rank(r, user) for r in runs]
     shown = ", ".join(
-        f"{lab} {rank:.0f}" for lab, rank in zip(D.labels(runs), ranks, strict=True) if rank
+        f"{lab} {rank:.0f}" for lab, rank in zip(W.labels(runs), ranks, strict=True) if rank
     )
     held = f"{items.at[test_item, 'title']} (test rank: {shown or 'n/a'})"
     st.caption(f"Held-out item: {D.md(held)} · history: {len(base)} items; the model sees the "
@@ -57,14 +58,14 @@ for run, (label, attr) in zip(runs, attrs.items(), strict=True):
     if note and method == "attention":
         note += f"; {attr.context:.0%} of the weight is on the sequence as a whole"
     st.markdown(f"**{D.md(label)}**: {D.md(sentence(attr, items) + note + (')' if note else ''))}")
-    badge = export.faithfulness_line(D.faithfulness(run), method)
+    badge = export.faithfulness_line(W.faithfulness(run), method)
     if badge:
         st.caption(D.md(badge))
 D.thumbs(user, item)
 
 st.altair_chart(viz.weights_heatmap(frame), theme=None, width="stretch")
 st.altair_chart(viz.history_weights(frame), theme=None)
-st.caption(D.CAVEAT)
+st.caption(export.CAVEAT)
 
 if st.toggle("New user: pick a few items and get recommendations", key="cold_on"):
     picked = st.multiselect("Items this person liked (oldest first)", items.index.tolist(),

@@ -4,6 +4,7 @@ import streamlit as st
 
 from recexplain import dashboard as D
 from recexplain import export
+from recexplain import workbench as W
 
 s = D.page("Share")
 defaults = D.ensure_default_runs(s)
@@ -43,7 +44,7 @@ if test_item:
     held = f"{items.at[test_item, 'title']} (rank {rank:.0f} in {runs[0].label})" if rank else None
 report = export.build_report(runs, attrs, user=user_id, dataset=ds.name, held_out=held,
                              permalink=link)  # fmt: skip
-lines = [export.faithfulness_line(D.faithfulness(r), method) for r in runs]
+lines = [export.faithfulness_line(W.faithfulness(r), method) for r in runs]
 report.notes = [line for line in lines if line]
 for part in report.parts:
     st.markdown(f"**{D.md(part.label)}**: {D.md(part.sentence)}")
@@ -64,4 +65,4 @@ cols[2].download_button("SVG (weights)", lambda: export.chart_svg(charts[0]), f"
                         "image/svg+xml", on_click="ignore", key="dl_svg")  # fmt: skip
 cols[3].download_button("JSON", export.report_json(report), f"{stem}.json", "application/json",
                         on_click="ignore", key="dl_json")  # fmt: skip
-st.caption(D.CAVEAT)
+st.caption(export.CAVEAT)

@@ -333,8 +333,9 @@ def default_runs(
 ) -> list[Run]:
     """The three variants on the default data, trained once and reused afterwards.
 
-    A run named by `default_run_ids` is reused when it loads and its data fingerprint matches
-    the data set; otherwise that variant is trained (and saved under that name).
+    A run named by `default_run_ids` is reused when it loads, its data fingerprint matches the
+    data set and its training was not cancelled; otherwise that variant is trained (and saved
+    under that name).
 
     Args:
       runs_dir: where the runs live; data_cfg: data (default ML-100K); preset_name: model and
@@ -351,7 +352,8 @@ def default_runs(
     for variant, run_id in zip(ATTENTION_VARIANTS, default_run_ids(data_cfg), strict=True):
         try:
             run = load_run(run_id, runs_dir)
-            if run.fingerprint == ds.fingerprint:
+            cancelled = str(run.metrics.get("stop_reason", "")).startswith("cancelled")
+            if run.fingerprint == ds.fingerprint and not cancelled:
                 out.append(run)
                 say({"stage": "reused", "variant": variant, "run_id": run_id})
                 continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -12,6 +13,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from streamlit.testing.v1 import AppTest
+
+from recexplain import jobs
+from recexplain.config import DataConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [
@@ -205,13 +209,8 @@ def test_train_runs_in_the_background_and_the_run_appears(app_env, tmp_path, mon
     next(n for n in at.number_input if n.label == "max_epochs").set_value(1).run()
     next(b for b in at.button if b.label == "Train").click().run()
     assert_clean(at)
-    from recexplain import dashboard
-
-    job = dashboard.get_job(at.session_state["train_job"])
-    deadline = time.time() + TIMEOUT
-    while not job.done and time.time() < deadline:
-        time.sleep(0.5)
-    assert job.done and job.error is None, job.error
+    job = jobs.get_job(at.session_state["train_job"])
+    assert job.wait(TIMEOUT) and job.error is None, job.error
     at.run()
     assert "Saved run fresh-run" in plain(at.success)
     assert (runs_dir / "fresh-run" / "manifest.json").is_file()
@@ -219,46 +218,81 @@ def test_train_runs_in_the_background_and_the_run_appears(app_env, tmp_path, mon
     assert "fresh-run" in set(overview.dataframe[0].value["run_id"])
 
 
-def test_first_start_trains_the_default_runs_with_a_progress_bar(app_runs, tmp_path, monkeypatch):
-    from recexplain import dashboard
+def fake_default_runs(app_runs: Path, gate: threading.Event | None = None, hold: int | None = None):
+    """Stands in for training.default_runs (the real one trains for minutes): once `gate` (if
+    any) is set, copies the tiny runs in one variant at a time, reusing those already there; with
+    `hold`, variant number `hold` waits for a cancel (then is saved, like a cancelled run, and
+    the rest are skipped)."""
 
+    def run(target_dir, *, progress, should_stop, **kwargs):
+        progress({"stage": "loading data"})
+        if gate is not None:
+            gate.wait(60)
+        out = []
+        for n, variant in enumerate(("additive", "multiplicative", "hard")):
+            name = f"synthetic-planted-{variant}"
+            if (Path(target_dir) / name).exists():
+                progress({"stage": "reused", "variant": variant})
+                out.append(name)
+                continue
+            if should_stop():
+                break
+            progress({"stage": "training", "variant": variant})
+            while n == hold and not should_stop():
+                time.sleep(0.05)
+            progress({"epoch": 1, "max_epochs": 2, "loss": 3.0, "valid_ndcg@10": 0.1,
+                      "best_valid_ndcg@10": 0.1, "seconds": 1.0, "variant": variant})  # fmt: skip
+            shutil.copytree(app_runs / name, Path(target_dir) / name)
+            out.append(name)
+            progress({"stage": "done", "variant": variant})
+        return out
+
+    return run
+
+
+def first_start(tmp_path, monkeypatch, app_runs, hold=None) -> tuple[AppTest, jobs.Job]:
+    """Opens the app on an empty runs folder (a fake training.default_runs), checks the
+    progress bar, then lets the fake go on."""
+    gate = threading.Event()
     runs_dir = tmp_path / "fresh"
     monkeypatch.setenv("RECEXPLAIN_RUNS_DIR", str(runs_dir))
     monkeypatch.setenv("RECEXPLAIN_DATASET", "synthetic")
-
-    def fake_default_runs(target_dir, *, progress, **kwargs):  # the real one trains for minutes
-        progress({"stage": "loading data"})
-        for variant in ("additive", "multiplicative", "hard"):
-            progress({"stage": "training", "variant": variant})
-            progress(
-                {
-                    "epoch": 1,
-                    "max_epochs": 2,
-                    "loss": 3.0,
-                    "valid_ndcg@10": 0.1,
-                    "best_valid_ndcg@10": 0.1,
-                    "seconds": 1.0,
-                    "variant": variant,
-                }
-            )
-            time.sleep(0.3)
-            shutil.copytree(
-                app_runs / f"synthetic-planted-{variant}",
-                Path(target_dir) / f"synthetic-planted-{variant}",
-            )
-            progress({"stage": "done", "variant": variant})
-
-    monkeypatch.setattr(dashboard, "default_runs", fake_default_runs)
+    monkeypatch.setattr(jobs, "default_runs", fake_default_runs(app_runs, gate, hold))
     at = open_page()
     assert not at.exception
     assert "First start" in at.info[0].value
     assert len(at.progress) == 1 and 0 <= at.progress[0].value <= 100
-    key = next(k for k in dashboard._jobs() if k.startswith("default-runs:") and "fresh" in k)
-    job = dashboard.get_job(key)
-    deadline = time.time() + 60
-    while not job.done and time.time() < deadline:
-        time.sleep(0.2)
-    assert job.done and job.error is None
+    gate.set()
+    key = jobs.default_runs_key(runs_dir, DataConfig(dataset="synthetic"), "default")
+    return at, jobs.get_job(key)
+
+
+def test_first_start_trains_the_default_runs_with_a_progress_bar(app_runs, tmp_path, monkeypatch):
+    at, job = first_start(tmp_path, monkeypatch, app_runs)
+    assert job.wait(60) and job.error is None
+    at.run()
+    assert_clean(at)
+    assert not at.info and len(at.get("vega_lite_chart")) == 1
+
+
+def test_first_start_can_be_cancelled_and_resumed(app_runs, tmp_path, monkeypatch):
+    at, job = first_start(tmp_path, monkeypatch, app_runs, hold=1)
+    deadline = time.time() + 60  # cancel while the second variant trains
+    while {"stage": "training", "variant": "multiplicative"} not in job.events:
+        assert time.time() < deadline
+        time.sleep(0.05)
+    at.run()
+    cancel = next(b for b in at.button if b.label.startswith("Cancel"))
+    cancel.click().run()
+    assert job.wait(60) and job.cancelled and len(job.result) == 2
+    at.run()
+    assert not at.exception
+    assert "cancelled: 2 of 3 variants are saved" in plain(at.warning)
+    monkeypatch.setattr(jobs, "default_runs", fake_default_runs(app_runs))
+    next(b for b in at.button if b.label == "Resume training").click().run()
+    resumed = jobs.get_job(job.key)  # a new job: it reuses two variants and trains the third
+    assert resumed is not job and resumed.wait(60) and resumed.error is None, resumed.error
+    assert [e["stage"] for e in resumed.events if "stage" in e].count("reused") == 2
     at.run()
     assert_clean(at)
     assert not at.info and len(at.get("vega_lite_chart")) == 1
@@ -296,22 +330,6 @@ def test_an_upload_with_a_column_mapping_loads(app_env, monkeypatch, tmp_path):
     assert "6 users, 5 items, 30 interactions" in plain(at.success)
     stored = list((tmp_path / "cache" / "uploads").glob("*/clicks.csv"))
     assert len(stored) == 1 and stored[0].read_bytes() == data
-
-
-def test_save_upload_checks_type_and_size(monkeypatch, tmp_path):
-    from recexplain import dashboard
-    from recexplain.data import DataError
-
-    monkeypatch.setenv("RECEXPLAIN_CACHE", str(tmp_path))
-    with pytest.raises(DataError, match="unsupported file type .exe"):
-        dashboard.save_upload("ratings.exe", b"x")
-    with pytest.raises(DataError, match="over the 1 MB limit"):
-        dashboard.save_upload("big.csv", b"x" * (2 << 20), limit_mb=1)
-    with pytest.raises(DataError, match="empty"):
-        dashboard.save_upload("empty.csv", b"")
-    path = dashboard.save_upload("../../evil name.csv", b"a,b\n1,2\n")
-    assert path.parent.parent == tmp_path / "uploads" and path.name == "evil_name.csv"
-    assert not list(path.parent.glob(".*.tmp"))
 
 
 def test_explain_other_attribution_methods(app_env):
