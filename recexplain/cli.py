@@ -12,6 +12,8 @@ from typing import Any
 from recexplain import config as C
 
 EXIT_USAGE = 2
+# attribution methods of `explain` (recexplain.attributions.METHODS; kept here so --help is fast)
+EXPLAIN_METHODS = ("attention", "rollout", "grad_x_input", "integrated_gradients", "occlusion")
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -62,6 +64,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=sorted(C.PRESETS), default="default")
     p.add_argument("--run-id", default=None, help="folder name under --runs-dir")
     p.add_argument("--overwrite", action="store_true", help="replace a run with the same id")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a killed training of --run-id from its last epoch checkpoint")
     for f in dataclasses.fields(C.ModelConfig) + dataclasses.fields(C.TrainConfig):
         if f.name == "attention":
             continue
@@ -90,8 +94,10 @@ def cmd_train(a: argparse.Namespace) -> int:
 
     model_cfg, train_cfg = C.preset(a.preset, a.attention)
     model_cfg, train_cfg = _override(model_cfg, a), _override(train_cfg, a)
+    if a.resume and not a.run_id:
+        raise ValueError("--resume needs the --run-id of the interrupted training")
     run = train(_data_cfg(a), model_cfg, train_cfg, runs_dir=a.runs_dir, run_id=a.run_id,
-                overwrite=a.overwrite)  # fmt: skip
+                overwrite=a.overwrite, resume=a.resume)  # fmt: skip
     test = run.metrics["test"]
     print(f"saved run {run.run_id} -> {run.path}")
     print(f"stopped: {run.metrics['stop_reason']} (best epoch {run.metrics['best_epoch']}, "
@@ -209,6 +215,19 @@ def cmd_explain(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_faithfulness(a: argparse.Namespace) -> int:
+    from recexplain.faithfulness import faithfulness_report, report_table, write_report
+    from recexplain.runs import load_run
+
+    run = load_run(a.run, a.runs_dir)
+    report = faithfulness_report(run, users=a.users, seed=a.seed)
+    json_path, md_path = write_report(run, report)
+    print(json_path.read_text() if a.json else report_table(report))
+    if not a.json:
+        print(f"wrote {json_path} and {md_path}")
+    return 0
+
+
 def cmd_quickstart(a: argparse.Namespace) -> int:
     from recexplain.evaluation import compare
     from recexplain.training import default_runs
@@ -228,6 +247,24 @@ def cmd_runs(a: argparse.Namespace) -> int:
 
     df = list_runs(a.runs_dir)
     print(df.to_string(index=False) if len(df) else f"no runs in {a.runs_dir}")
+    return 0
+
+
+def cmd_leaderboard(a: argparse.Namespace) -> int:
+    from recexplain import leaderboard
+
+    def say(event: dict) -> None:
+        if "stage" in event and not a.json:
+            keys = ("stage", "model", "variant", "seed", "setting", "of", "valid_ndcg@10")
+            print(" ".join(f"{k}={event[k]}" for k in keys if k in event), flush=True)
+
+    df = leaderboard.build(_data_cfg(a), a.runs_dir, a.seeds, say, preset_name=a.preset,
+                           models=tuple(m for m in a.models.split(",") if m),
+                           retrain=a.retrain)  # fmt: skip
+    md, csv = leaderboard.write(df, a.runs_dir)
+    print(df.to_json(orient="records", indent=2) if a.json else md.read_text())
+    if not a.json:
+        print(f"wrote {md} and {csv}")
     return 0
 
 
@@ -259,18 +296,32 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("run")
     x.add_argument("--user", required=True, help="original user id")
     x.add_argument("--item", required=True, help="original item id")
-    x.add_argument("--method", default="attention")
+    x.add_argument("--method", default="attention", choices=EXPLAIN_METHODS)
     x.add_argument("--json", action="store_true")
+    f = sub.add_parser("faithfulness", help="score every attribution method of a run")
+    f.add_argument("run")
+    f.add_argument("--users", type=int, default=200, help="test users sampled (default 200)")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--json", action="store_true", help="print the JSON report, not the table")
     sub.add_parser("runs", help="list saved runs")
     q = sub.add_parser("quickstart", help="train (or reuse) the three variants and compare them")
     q.add_argument("--preset", choices=sorted(C.PRESETS), default="default")
     _data_args(q)
+    lb = sub.add_parser("leaderboard", help="train or reuse every model; table with CIs, p-values")
+    lb.add_argument("--seeds", type=int, default=1, help="seeds per trained model (default 1)")
+    lb.add_argument("--preset", choices=sorted(C.PRESETS), default="default")
+    lb.add_argument("--models", default="pop,itemknn,ease,bpr,sasrec", help="baselines to include")
+    lb.add_argument("--retrain", action="store_true", help="refit baselines even if saved")
+    lb.add_argument("--json", action="store_true")
+    _data_args(lb)
     return p
 
 
 COMMANDS = {"data": cmd_data, "train": cmd_train, "evaluate": cmd_evaluate,
             "compare": cmd_compare, "recommend": cmd_recommend, "explain": cmd_explain,
             "runs": cmd_runs, "quickstart": cmd_quickstart}  # fmt: skip
+COMMANDS["faithfulness"] = cmd_faithfulness
+COMMANDS["leaderboard"] = cmd_leaderboard
 
 
 def main(argv: Sequence[str] | None = None) -> int:

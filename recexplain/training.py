@@ -8,6 +8,7 @@ with empty windows whose targets are 0 and carry no loss) and the negatives are 
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
+from recexplain import checkpoints as ckpt
 from recexplain.config import (
     ATTENTION_VARIANTS,
     DataConfig,
@@ -147,6 +149,8 @@ def fit(
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
     verbose: bool = True,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> FitResult:
     """Trains an AttentionRecommender with early stopping on validation NDCG@10.
 
@@ -156,6 +160,10 @@ def fit(
       progress: called after every epoch with a dict (epoch, loss, valid_ndcg@10, best, ...).
       should_stop: polled between steps; True cancels (the best epoch so far is kept).
       verbose: terminal progress bar.
+      checkpoint_dir: if set, the full training state is saved there after every epoch.
+      resume: continue from the newest checkpoint in checkpoint_dir (same configs required);
+        batches, negatives and dropout depend only on (seed, epoch, step), so a resumed run
+        ends exactly where an uninterrupted one would.
     Returns:
       FitResult with the best-validation parameters loaded and the model in eval mode. Each
       history record counts the XLA compilations of its epoch ("compiles"): after the first
@@ -167,10 +175,17 @@ def fit(
     model = AttentionRecommender(model_cfg, split.n_items, rngs=nnx.Rngs(cfg.seed))
     total_steps = math.ceil(len(inputs) / cfg.batch_size) * cfg.max_epochs
     optimizer = nnx.Optimizer(model, make_optimizer(cfg, total_steps), wrt=nnx.Param)
+    result = FitResult(model=model)
+    digest = ckpt.config_digest({"model": to_dict(model_cfg), "train": to_dict(cfg),
+                                 "n_items": split.n_items, "windows": len(inputs)})  # fmt: skip
+    best, offset = _snapshot(model), 0.0
+    if resume and checkpoint_dir is not None:
+        best, offset = _resume(Path(checkpoint_dir), digest, optimizer, result)
     for obj in (model, optimizer):  # parameters and optimizer state on every device
         nnx.update(obj, feed.placement.replicate(nnx.state(obj)))
-    result, best = FitResult(model=model), _snapshot(model)
-    bar = tqdm(range(1, cfg.max_epochs + 1), desc=model_cfg.attention, disable=not verbose)
+    first = cfg.max_epochs + 1 if result.stop_reason else len(result.history) + 1
+    bar = tqdm(range(first, cfg.max_epochs + 1), desc=model_cfg.attention, disable=not verbose,
+               initial=first - 1, total=cfg.max_epochs)  # fmt: skip
     with CompileCounter() as compiles:
         for epoch in bar:
             before = compiles.count
@@ -183,21 +198,56 @@ def fit(
                 if record["valid_ndcg@10"] > result.best_valid_ndcg:
                     result.best_valid_ndcg, result.best_epoch = record["valid_ndcg@10"], epoch
                     best = _snapshot(model)
-            record.update(seconds=time.perf_counter() - start, compiles=compiles.count - before)
+            seconds = offset + time.perf_counter() - start
+            record.update(seconds=seconds, compiles=compiles.count - before)
             result.history.append(record)
+            if epoch >= cfg.min_epochs and epoch - result.best_epoch >= cfg.patience:
+                result.stop_reason = f"early stopping: no gain for {cfg.patience} epochs"
+            if checkpoint_dir is not None:
+                _save_checkpoint(Path(checkpoint_dir), digest, optimizer, result, best)
             bar.set_postfix(loss=f"{record['loss']:.4f}", val=f"{result.best_valid_ndcg:.4f}")
             if progress is not None:
                 progress({**record, "max_epochs": cfg.max_epochs, "best_epoch": result.best_epoch,
                           "best_valid_ndcg@10": result.best_valid_ndcg})  # fmt: skip
-            if epoch >= cfg.min_epochs and epoch - result.best_epoch >= cfg.patience:
-                result.stop_reason = f"early stopping: no gain for {cfg.patience} epochs"
+            if result.stop_reason:
                 break
     bar.close()
     result.stop_reason = result.stop_reason or "reached max_epochs"
     nnx.update(model, jax.tree.map(jnp.asarray, best))
     model.eval()
-    result.seconds = time.perf_counter() - start
+    result.seconds = offset + time.perf_counter() - start
     return result
+
+
+def _save_checkpoint(folder: Path, digest: str, optimizer, result: FitResult, best) -> None:
+    meta = {"digest": digest, "steps": result.steps, "best_epoch": result.best_epoch,
+            "best_valid_ndcg": result.best_valid_ndcg, "history": result.history,
+            "stop_reason": result.stop_reason}  # fmt: skip
+    arrays = {"model": ckpt.pure(result.model, nnx.Param), "optimizer": ckpt.pure(optimizer),
+              "best": ckpt.pure(best)}  # fmt: skip
+    ckpt.save(folder, len(result.history), arrays, meta)
+
+
+def _resume(folder: Path, digest: str, optimizer, result: FitResult):
+    """Loads the newest checkpoint into the model, optimizer and result; returns (best, secs)."""
+    meta = ckpt.latest(folder)
+    if meta is None:
+        return _snapshot(result.model), 0.0
+    if meta.get("digest") != digest:
+        raise ValueError(f"checkpoint in {folder} belongs to other configs or data; not resuming")
+    target = {"model": ckpt.pure(result.model, nnx.Param), "optimizer": ckpt.pure(optimizer),
+              "best": ckpt.pure(result.model, nnx.Param)}  # fmt: skip
+    arrays = ckpt.restore(meta, target)
+    ckpt.load_into(result.model, arrays["model"], nnx.Param)
+    ckpt.load_into(optimizer, arrays["optimizer"])
+    best = nnx.state(result.model, nnx.Param)
+    nnx.replace_by_pure_dict(best, arrays["best"])
+    result.history = list(meta["history"])
+    result.steps, result.best_epoch = int(meta["steps"]), int(meta["best_epoch"])
+    result.best_valid_ndcg = float(meta["best_valid_ndcg"])
+    result.stop_reason = meta.get("stop_reason") or ""
+    seconds = float(result.history[-1]["seconds"]) if result.history else 0.0
+    return jax.tree.map(lambda a: np.array(a), best), seconds
 
 
 @dataclass
@@ -261,6 +311,7 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     verbose: bool = True,
     overwrite: bool = False,
+    resume: bool = False,
 ) -> Run:
     """Loads data, trains with early stopping, evaluates the best epoch, saves the run.
 
@@ -270,6 +321,8 @@ def train(
       dataset: an already-loaded Dataset matching data_cfg (skips loading).
       progress, should_stop, verbose: see `fit`; progress also gets {"stage": ...} events.
       overwrite: replace an existing run with the same id.
+      resume: continue from the per-epoch checkpoint a killed `train` left in
+        runs_dir/.partial-<run_id> (it is removed once the run is saved).
     Returns:
       The saved, reloaded Run.
     """
@@ -279,7 +332,11 @@ def train(
     ds = dataset if dataset is not None else load_dataset(data_cfg)
     split = leave_last_out(ds)
     say({"stage": "training"})
-    result = fit(split, model_cfg, cfg, progress=progress, should_stop=should_stop, verbose=verbose)
+    if (Path(runs_dir) / run_id).exists() and not overwrite:
+        raise RunError(f"run {run_id!r} already exists in {runs_dir} (use overwrite)")
+    partial = Path(runs_dir) / f".partial-{run_id}"
+    result = fit(split, model_cfg, cfg, progress=progress, should_stop=should_stop,
+                 verbose=verbose, checkpoint_dir=partial, resume=resume)  # fmt: skip
     say({"stage": "evaluating"})
     scorer = make_scorer(result.model)
     rankings = {w: rank_all(scorer, split, w, model_cfg.max_len, batch=cfg.eval_batch)
@@ -312,6 +369,7 @@ def train(
         rankings=rankings,
         overwrite=overwrite,
     )  # fmt: skip
+    shutil.rmtree(partial, ignore_errors=True)
     say({"stage": "done", "run_id": run_id})
     return load_run(path)
 
