@@ -83,6 +83,7 @@ class TrainConfig:
 
     seed: int = 0  # one seed fixes init, dropout, negatives and batch order
     batch_size: int = 128  # training windows per step
+    loss: Literal["auto", "full", "sampled"] = "auto"  # auto: full softmax when it is cheap
     n_negatives: int = 256  # sampled negatives shared by the batch (sampled softmax)
     negatives: Literal["uniform", "mixed"] = "uniform"  # mixed: half by popularity (logQ-corrected)
     learning_rate: float = 2e-3  # peak learning rate after warmup
@@ -100,6 +101,8 @@ class TrainConfig:
     prefetch: int = 2  # batches prepared ahead on a background thread (0 = inline)
 
     def __post_init__(self) -> None:
+        if self.loss not in ("auto", "full", "sampled"):
+            raise ValueError(f"loss must be 'auto', 'full' or 'sampled', got {self.loss!r}")
         if self.negatives not in ("uniform", "mixed"):
             raise ValueError(f"negatives must be 'uniform' or 'mixed', got {self.negatives!r}")
         for name in ("batch_size", "n_negatives", "max_epochs", "eval_every", "eval_batch"):

@@ -88,7 +88,7 @@ class Placement:
 
 def epoch_batches(
     data: tuple[np.ndarray, np.ndarray],
-    sampler: NegativeSampler,
+    sampler: NegativeSampler | None,
     cfg: TrainConfig,
     epoch: int,
     placement: Placement,
@@ -102,8 +102,10 @@ def epoch_batches(
 
     def produce() -> Iterator[Batch]:
         for x, y in batches(*data, cfg.batch_size, rng):
-            yield placement.put({"inputs": x, "targets": y, "negatives": sampler(rng),
-                                 "log_q": sampler.log_q})  # fmt: skip
+            batch = {"inputs": x, "targets": y}
+            if sampler is not None:  # sampled softmax; None = full softmax over the catalog
+                batch.update(negatives=sampler(rng), log_q=sampler.log_q)
+            yield placement.put(batch)
 
     return _prefetched(produce(), prefetch) if prefetch > 0 else produce()
 

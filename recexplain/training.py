@@ -61,6 +61,15 @@ class CompileCounter:
         jax.monitoring.unregister_event_duration_listener(self._listen)
 
 
+def full_softmax(model_cfg: ModelConfig, cfg: TrainConfig, n_items: int) -> bool:
+    """Whether training uses a full softmax over the catalog (TrainConfig.loss == "auto": for
+    the bilinear scorers when the candidate x catalog tables fit in 2^26 entries; the additive
+    scorer's tanh over every (candidate, position) pair of the context key is too slow on CPU)."""
+    if cfg.loss != "auto":
+        return cfg.loss == "full"
+    return model_cfg.attention != "additive" and (n_items + 1) ** 2 <= 1 << 26
+
+
 def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransformation:
     """AdamW with linear warmup then cosine decay, after global-norm gradient clipping."""
     schedule = optax.warmup_cosine_decay_schedule(
@@ -81,29 +90,41 @@ def loss_fn(
     batch: dict[str, jax.Array],
     key: jax.Array,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Sampled softmax: the next item against shared negatives, at every non-empty position.
+    """Cross-entropy of the next item at every non-empty position.
 
-    Every logit is corrected by the log of its item's sampling probability (logQ; a constant,
-    hence no-op, for uniform negatives), so the sampled loss estimates the full softmax.
+    With "negatives" in the batch it is a sampled softmax against those shared negatives,
+    every logit corrected by the log of its item's sampling probability (logQ; a constant,
+    hence no-op, for uniform negatives) so it estimates the full softmax; without, a full
+    softmax over every item.
 
     Args:
-      batch: inputs, targets [B, L] int32 (target 0 = no loss); negatives [S] int32;
-        log_q [N + 1] float32 log sampling probability per item.
+      batch: inputs, targets [B, L] int32 (target 0 = no loss); optional negatives [S] int32
+        and log_q [N + 1] float32 log sampling probability per item.
       key: PRNG key for dropout / Gumbel noise.
     Returns:
       (mean cross-entropy over real targets, {"n_targets": count}).
     """
-    inputs, targets, negatives = batch["inputs"], batch["targets"], batch["negatives"]
-    logits = model.train_logits(inputs, targets, negatives, key=key)  # [B, L, 1 + S]
-    log_q = batch["log_q"]
-    hit = negatives[None, None, :] == targets[..., None]  # a negative that is the positive
-    neg = logits[..., 1:] - log_q[negatives][None, None, :]
-    neg = jnp.where(hit, jnp.finfo(jnp.float32).min, neg)
-    logits = jnp.concatenate([logits[..., :1] - log_q[targets][..., None], neg], axis=-1)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.zeros_like(targets))
+    inputs, targets = batch["inputs"], batch["targets"]
+    if "negatives" in batch:
+        logits, labels = _sampled_logits(model, batch, key), jnp.zeros_like(targets)
+    else:
+        logits, labels = model.train_logits_full(inputs, key=key), targets
+        pad = jnp.arange(logits.shape[-1])[None, None, :] == 0
+        logits = jnp.where(pad, jnp.finfo(jnp.float32).min, logits)  # id 0 is never a target
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     real = targets > 0
     n = real.sum()
     return jnp.where(real, ce, 0.0).sum() / jnp.maximum(n, 1), {"n_targets": n}
+
+
+def _sampled_logits(model: AttentionRecommender, batch: dict[str, jax.Array], key) -> jax.Array:
+    """[B, L, 1 + S] logQ-corrected logits: the target first, then the shared negatives."""
+    targets, negatives, log_q = batch["targets"], batch["negatives"], batch["log_q"]
+    logits = model.train_logits(batch["inputs"], targets, negatives, key=key)
+    hit = negatives[None, None, :] == targets[..., None]  # a negative that is the positive
+    neg = logits[..., 1:] - log_q[negatives][None, None, :]
+    neg = jnp.where(hit, jnp.finfo(jnp.float32).min, neg)
+    return jnp.concatenate([logits[..., :1] - log_q[targets][..., None], neg], axis=-1)
 
 
 @nnx.jit(donate_argnames=("model", "optimizer"))
@@ -139,6 +160,7 @@ class FitResult:
     stop_reason: str = ""
     seconds: float = 0.0
     steps: int = 0
+    loss: str = ""  # which training loss was used
 
 
 def fit(
@@ -171,11 +193,17 @@ def fit(
     """
     start = time.perf_counter()
     inputs, targets = training_windows(split, model_cfg.max_len, cfg.window_stride)
-    feed = _Feed((inputs, targets), NegativeSampler(split, cfg), cfg)
+    full = full_softmax(model_cfg, cfg, split.n_items)
+    feed = _Feed((inputs, targets), None if full else NegativeSampler(split, cfg), cfg)
     model = AttentionRecommender(model_cfg, split.n_items, rngs=nnx.Rngs(cfg.seed))
     total_steps = math.ceil(len(inputs) / cfg.batch_size) * cfg.max_epochs
     optimizer = nnx.Optimizer(model, make_optimizer(cfg, total_steps), wrt=nnx.Param)
-    result = FitResult(model=model)
+    result = FitResult(
+        model=model,
+        loss="full softmax"
+        if full
+        else f"sampled softmax ({cfg.n_negatives} {cfg.negatives} negatives, logQ)",
+    )
     digest = ckpt.config_digest({"model": to_dict(model_cfg), "train": to_dict(cfg),
                                  "n_items": split.n_items, "windows": len(inputs)})  # fmt: skip
     best, offset = _snapshot(model), 0.0
@@ -255,7 +283,7 @@ class _Feed:
     """Training data, negatives and device placement for `fit`."""
 
     data: tuple[np.ndarray, np.ndarray]
-    sampler: NegativeSampler
+    sampler: NegativeSampler | None
     cfg: TrainConfig
 
     def __post_init__(self) -> None:
@@ -351,6 +379,7 @@ def train(
         stop_reason=result.stop_reason,
         train_seconds=result.seconds,
         steps=result.steps,
+        loss=result.loss,
         protocol="leave-last-out, full ranking over all items, seen items excluded",
     )
     say({"stage": "saving"})

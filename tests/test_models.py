@@ -104,21 +104,32 @@ def test_bad_configs_raise_clear_errors():
         _model("additive")(jnp.ones((1, 5), jnp.int32), jnp.arange(3))
 
 
-@pytest.mark.parametrize("kind", ["multiplicative", "hard"])
+@pytest.mark.parametrize("kind", VARIANTS)
 def test_item_tables_equal_direct_scoring(kind):
     model = _model(kind)
     cand = jnp.arange(1, 11, dtype=jnp.int32)
-    s_tab, g_tab = model._item_parts_tables(SEQ, cand)
+    s_tab, g_tab = model._gather(*model._item_tables_for(cand), SEQ)
     s_dir, g_dir = model._item_parts(SEQ, jnp.broadcast_to(cand, (2, 10)))  # per-row: direct
     np.testing.assert_allclose(s_tab, s_dir, atol=1e-5)
     np.testing.assert_allclose(g_tab, g_dir, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", VARIANTS)
+def test_full_softmax_logits_match_scoring_every_item(kind):
+    model = _model(kind)
+    full = model.train_logits_full(SEQ)
+    assert full.shape == (2, L, N_ITEMS + 1)
+    direct, _ = model(SEQ, jnp.arange(N_ITEMS + 1))
+    np.testing.assert_allclose(full[:, -1, :], direct, atol=1e-5)
+    sampled = model.train_logits(SEQ, TARGETS, jnp.arange(1, 13, dtype=jnp.int32))
+    np.testing.assert_allclose(full[:, :, 1:13], sampled[:, :, 1:], atol=1e-5)  # every prefix
+
+
+@pytest.mark.parametrize("kind", VARIANTS)
 def test_cached_item_tables_give_the_same_full_ranking(kind):
     model = _model(kind)
-    tables = model.item_tables()
-    assert (tables is None) == (kind == "additive")
+    tables = model.item_tables(chunk=7)  # chunks that do not divide N + 1
+    assert tables["s_item"].shape == (N_ITEMS + 1, N_ITEMS + 1)
     np.testing.assert_allclose(model.score_all(SEQ, tables), model.score_all(SEQ), atol=1e-5)
 
 

@@ -3,7 +3,7 @@
 For a history x_1..x_L (left-padded with item 0) and a candidate item c, at position t:
 
     h = Blocks(E[x] + P)                               causal self-attention, chosen variant
-    keys:   k_i = W_k (E[x_i] + P_i)  for history items i <= t,  and  k_ctx = W_c h_t
+    keys:   k_i = W_k E[x_i]          for history items i <= t,  and  k_ctx = W_c h_t
     values: v_i = W_v E[x_i],                                  and  v_ctx = U_c h_t
     e_i(c) = score(W_q E[c], k_i) - lam * (t - i)      the variant's scorer + recency decay
     alpha(c) = weights([e_1(c) .. e_t(c), e_ctx(c)])    softmax, or exact top-k for "hard"
@@ -13,9 +13,11 @@ alpha(c) is the explanation: one weight per history item, specific to the candid
 weight the candidate puts on the sequence as a whole (the "context" key, the encoded state that
 the self-attention blocks build). Item keys and values come from the items themselves, so a
 weight on position i is about item x_i; the sequence's order and interactions enter through the
-context key (and the recency decay). Training scores every position t at once (the readout over
-i <= t is a running sum, see `attention.prefix_readout`) against the positive next item and
-shared sampled negatives.
+context key (and the recency decay). Because they depend on the item alone, the scores and
+values of every candidate against every catalog item fit in [N + 1, N + 1] tables, so full
+ranking, and a full softmax over the catalog while training, are gathers on catalogs of a few
+thousand items. Training scores every position t at once (the readout over i <= t is a running
+sum, see `attention.prefix_readout`), against all items or shared sampled negatives.
 """
 
 from __future__ import annotations
@@ -151,36 +153,36 @@ class AttentionRecommender(nnx.Module):
     def _item_parts(self, seq: Array, cand: Array) -> tuple[Array, Array]:
         """History-item keys: scores and values [B, C, L] for candidates [C] or [B, C].
 
-        The key of position i is built from item x_i and its position only (not from the
-        encoded sequence), so a weight on position i is a statement about item x_i.
+        Keys and values of position i are built from item x_i alone (not from the encoded
+        sequence or its position), so a weight on position i is a statement about item x_i;
+        order enters through the recency term and the context key.
         """
-        if cand.ndim == 1 and self.cfg.attention != "additive" and self._tables_pay(seq, cand):
-            return self._item_parts_tables(seq, cand)
+        if cand.ndim == 1 and self._tables_pay(seq):
+            s_item, g_item = self._item_tables_for(cand)
+            return self._gather(s_item, g_item, seq)
         e = self.item_emb(cand)  # [C, D] or [B, C, D]
         hist = self.item_emb(seq)  # [B, L, D]
-        k = self.rk(hist + self.pos_emb(jnp.arange(seq.shape[1]))[None])
         q = self.rq(e)
         if e.ndim == 2:
             q, e = q[None], e[None]
-        s = self._pair(q, k)  # [B, C, L]
+        s = self._pair(q, self.rk(hist))  # [B, C, L]
         g = e @ jnp.swapaxes(self.rv(hist), -1, -2)  # [B, C, L]
         return self._recency(s), jnp.broadcast_to(g, s.shape)
 
-    def _tables_pay(self, seq: Array, cand: Array) -> bool:
-        """Item-table scoring costs C * (N + 1) * D; direct scoring C * B * L * D."""
+    def _tables_pay(self, seq: Array) -> bool:
+        """Candidate x catalog tables cost C * (N + 1) pairs; direct scoring C * B * L."""
         return self.n_items + 1 < seq.shape[0] * seq.shape[1]
 
-    def _item_parts_tables(self, seq: Array, cand: Array) -> tuple[Array, Array]:
-        """Same as `_item_parts` for shared candidates with a bilinear scorer, computed as
-        candidate x catalog tables gathered at the history ids (keys are linear in
-        item + position, so q . W_k (E[x] + P_i) = q . W_k E[x] + q . W_k P_i)."""
-        e = self.item_emb(cand)  # [C, D]
-        q = self.rq(e) / jnp.sqrt(jnp.float32(e.shape[-1]))
+    def _item_tables_for(self, cand: Array) -> tuple[Array, Array]:
+        """Scores and values of candidates [C] against every catalog item: [C, N + 1] each."""
         table = self.item_emb.embedding[...]  # [N + 1, D]
-        s_item = q @ self.rk(table).T  # [C, N + 1]
-        s_pos = q @ self.rk(self.pos_emb.embedding[...]).T  # [C, L]
-        g_item = e @ self.rv(table).T  # [C, N + 1]
-        s = jnp.take(s_item, seq, axis=1).transpose(1, 0, 2) + s_pos[None]  # [B, C, L]
+        e = self.item_emb(cand)
+        s_item = self._pair(self.rq(e), self.rk(table))
+        return s_item, e @ self.rv(table).T
+
+    def _gather(self, s_item: Array, g_item: Array, seq: Array) -> tuple[Array, Array]:
+        """[C, N + 1] tables at the history ids -> scores, values [B, C, L]."""
+        s = jnp.take(s_item, seq, axis=1).transpose(1, 0, 2)
         g = jnp.take(g_item, seq, axis=1).transpose(1, 0, 2)
         return self._recency(s), g
 
@@ -284,6 +286,26 @@ class AttentionRecommender(nnx.Module):
         neg_bias = jnp.broadcast_to(bias[negatives], pos.shape + negatives.shape)
         return logits + jnp.concatenate([bias[targets][..., None], neg_bias], axis=-1)
 
+    def train_logits_full(self, seq: Array, *, key: Array | None = None) -> Array:
+        """Logits of every item at every position (for a full softmax over the catalog).
+
+        Args:
+          seq: [B, L] inputs.
+        Returns:
+          [B, L, N + 1] logits (readout over the prefix i <= t at each position t; column 0
+          is the padding id and must be masked by the loss).
+        """
+        k_enc, k_items = _split(key, 2)
+        h, _ = self.encode(seq, key=k_enc)
+        cand = jnp.arange(self.n_items + 1)
+        s_item, g_item = self._item_tables_for(cand)  # [N + 1, N + 1]
+        s, g = self._gather(s_item, g_item, seq)  # [B, N + 1, L]
+        e = self.item_emb(cand)
+        s_ctx = self._pair(self.rq(e)[None], self.ck(h))  # [B, N + 1, T]
+        g_ctx = jnp.einsum("cd,btd->bct", e, self.cv(h))
+        out = self._prefix(s, g, (seq > 0)[:, None, :], s_ctx, g_ctx, k_items)  # [B, N+1, T]
+        return jnp.swapaxes(out, 1, 2) + self.item_bias[...][None, None, :]
+
     def _prefix(self, s, g, mask, s_ctx, g_ctx, key: Array | None) -> Array:
         mask = jnp.broadcast_to(mask, s.shape)
         if self.cfg.attention != "hard":
@@ -307,23 +329,19 @@ class AttentionRecommender(nnx.Module):
         per_item *= self.cfg.d_attn if self.cfg.attention == "additive" else 4
         return int(max(64, min(self.cfg.item_chunk, budget // max(per_item, 1))))
 
-    def item_tables(self) -> dict[str, Array] | None:
-        """History-side readout pieces for every (candidate, catalog item) pair, or None.
+    def item_tables(self, chunk: int = 128) -> dict[str, Array] | None:
+        """Readout scores and values of every candidate against every catalog item, or None.
 
-        With a bilinear scorer (multiplicative, hard) the item keys are linear in item +
-        position, so the scores and values of every candidate against every possible history
-        item fit in [N + 1, N + 1] tables: full ranking then gathers instead of multiplying.
-        None for the additive scorer, or when the tables would exceed 2^26 entries.
+        Item keys and values depend on the item alone, so [N + 1, N + 1] tables computed once
+        per model turn full ranking into gathers. None when they would exceed 2^26 entries
+        (large catalogs score directly, in chunks).
         """
-        if self.cfg.attention == "additive" or (self.n_items + 1) ** 2 > 1 << 26:
+        n = self.n_items + 1
+        if n * n > 1 << 26:
             return None
-        table = self.item_emb.embedding[...]  # [N + 1, D]
-        q = self.rq(table) / jnp.sqrt(jnp.float32(table.shape[-1]))
-        return {
-            "s_item": q @ self.rk(table).T,  # [N + 1, N + 1]
-            "s_pos": q @ self.rk(self.pos_emb.embedding[...]).T,  # [N + 1, L]
-            "g_item": table @ self.rv(table).T,  # [N + 1, N + 1]
-        }
+        ids = jnp.minimum(jnp.arange(-(-n // chunk) * chunk), n - 1).reshape(-1, chunk)
+        s_item, g_item = jax.lax.map(self._item_tables_for, ids)  # [n_chunks, chunk, N + 1]
+        return {"s_item": s_item.reshape(-1, n)[:n], "g_item": g_item.reshape(-1, n)[:n]}
 
     def score_all(self, seq: Array, tables: dict[str, Array] | None = None) -> Array:
         """Scores of every item id 0..N after the history, computed in item chunks.
@@ -345,9 +363,7 @@ class AttentionRecommender(nnx.Module):
             if tables is None:
                 s, g = self._item_parts(seq, cand)
             else:
-                s = jnp.take(tables["s_item"][cand], seq, axis=1).transpose(1, 0, 2)
-                s = self._recency(s + tables["s_pos"][cand][None])
-                g = jnp.take(tables["g_item"][cand], seq, axis=1).transpose(1, 0, 2)
+                s, g = self._gather(tables["s_item"][cand], tables["g_item"][cand], seq)
             s_ctx, g_ctx = self._context_last(h[:, -1], cand)
             out, _, _ = self._readout(s, g, s_ctx, g_ctx, mask, None)
             return out + self._bias(cand)
