@@ -1,13 +1,14 @@
 """Recommendations with their explanations: per-history-item attributions for (user, item).
 
-The attention readout gives one weight per history item for each candidate item (it sums to 1
-over the history window; the hard variant puts all weight on its selected items). Items older
-than the model's window (max_len) are outside what the model sees and get no weight.
+Five methods (see `recexplain.attributions`): the readout attention, attention rollout through
+the self-attention blocks, gradient x input, integrated gradients and occlusion. Items older
+than the model's window (max_len) are outside what the model sees and get no weight; occlusion
+removes an item from the whole history, so an older item moves into the window.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -17,9 +18,11 @@ import numpy as np
 import pandas as pd
 from flax import nnx
 
+from recexplain.attributions import METHODS, Explainer, window
 from recexplain.runs import Run
 
-METHODS: tuple[str, ...] = ("attention",)
+__all__ = ["METHODS", "Attribution", "explain", "explain_all", "recommend", "sentence",
+           "to_json", "window"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -28,12 +31,13 @@ class Attribution:
 
     history: np.ndarray  # int32 [n] internal item ids, oldest first (the model's window)
     weights: np.ndarray  # float32 [n] attribution per history item
-    method: str  # "attention", ...
+    method: str  # one of METHODS
     variant: str  # run label, e.g. "additive"
     item: int  # internal id of the explained item
     score: float  # the model's score for the item
     rank: int | None = None  # 0-based rank among unseen items, when known
     context: float = 0.0  # attention on the sequence-context key (not on one history item)
+    extra: dict[str, float] = field(default_factory=dict)  # method diagnostics (IG completeness)
 
     def frame(self, items: pd.DataFrame | None = None) -> pd.DataFrame:
         """Long-form table: position (0 = oldest), item, title, weight, share of |weight|."""
@@ -51,12 +55,6 @@ class Attribution:
         return df
 
 
-def window(history: np.ndarray, max_len: int) -> np.ndarray:
-    """The last max_len items of a history, left-padded with 0 to exactly max_len."""
-    history = np.asarray(history, np.int32)[-max_len:]
-    return np.pad(history, (max_len - len(history), 0))
-
-
 @partial(jax.jit, static_argnums=(0, 4))
 def _recommend(graphdef, state, seq, excluded, k):
     model = nnx.merge(graphdef, state)
@@ -64,16 +62,6 @@ def _recommend(graphdef, state, seq, excluded, k):
     top_scores, top = jax.lax.top_k(scores, k)
     _, aux = model(seq, top[0])
     return top[0], top_scores[0], aux["readout"][0], scores[0]
-
-
-@partial(jax.jit, static_argnums=0)
-def _explain_items(graphdef, state, seq, items, excluded):
-    """Scores, readout weights and 0-based ranks (among non-excluded items) of `items`."""
-    model = nnx.merge(graphdef, state)
-    scores, aux = model(seq, items)
-    everything = jnp.where(excluded, -jnp.inf, model.score_all(seq))[0]
-    ranks = (everything[None, :] > scores[0][:, None]).sum(-1)
-    return scores[0], aux["readout"][0], aux["context"][0], ranks
 
 
 def _excluded(n_items: int, history: np.ndarray, exclude: np.ndarray | None) -> np.ndarray:
@@ -130,46 +118,83 @@ def _row(run: Run, rank: int, item: int, score: float, w: np.ndarray, best: list
     }
 
 
-def explain(run: Run, history: np.ndarray, item: int, method: str = "attention") -> Attribution:
-    """Attribution of one item's score to the history items in the model's window.
-
-    Args:
-      run: loaded attention run; history: internal ids, oldest first; item: internal id.
-      method: one of METHODS.
-    Returns:
-      Attribution over `window(history)` without its padding.
-    """
-    if method not in METHODS:
-        raise ValueError(f"unknown attribution method {method!r}; choose from {METHODS}")
+def _check(run: Run, history: np.ndarray, item: int) -> np.ndarray:
+    if run.model_type != "attention":
+        raise ValueError(f"run {run.run_id} is a {run.model_type} baseline: nothing to explain")
     if not 1 <= int(item) <= run.n_items:
         raise ValueError(f"item {item} is not in the catalog (1..{run.n_items})")
     history = np.asarray(history, np.int32)
     if len(history) == 0:
         raise ValueError("history is empty: pick at least one item")
-    seq = window(history, run.max_len)
-    graphdef, state = nnx.split(run.model)
-    excluded = _excluded(run.n_items, history, None)
-    excluded[0, item] = False
-    scores, weights, context, ranks = _explain_items(
-        graphdef, state, seq[None], jnp.asarray([item], jnp.int32), excluded
-    )
-    keep = seq > 0
-    return Attribution(
-        history=seq[keep],
-        weights=np.asarray(weights[0])[keep],
-        method=method,
-        variant=run.label,
-        item=int(item),
-        score=float(scores[0]),
-        rank=int(ranks[0]),
-        context=float(context[0]),
-    )
+    return history
+
+
+def explain_all(
+    run: Run,
+    history: np.ndarray,
+    item: int,
+    methods: tuple[str, ...] = METHODS,
+    *,
+    steps: int = 64,
+    baseline: str = "padding",
+) -> dict[str, Attribution]:
+    """Attributions of one item's score by several methods, computed in one jitted call.
+
+    Args:
+      run: loaded attention run; history: internal ids, oldest first; item: internal id.
+      methods: subset of METHODS.
+      steps: integrated-gradients steps; baseline: "padding" | "mean" | "zero" embedding.
+    Returns:
+      {method: Attribution over `window(history)` without its padding}.
+    """
+    history = _check(run, history, item)
+    out = Explainer.of(run.model).attribute(history, int(item), tuple(methods), steps=steps,
+                                            baseline=baseline)  # fmt: skip
+    keep = out["seq"] > 0
+    return {
+        m: Attribution(
+            history=out["seq"][keep],
+            weights=out["weights"][m][keep].astype(np.float32),
+            method=m,
+            variant=run.label,
+            item=int(item),
+            score=out["score"],
+            rank=out["rank"],
+            context=out["context"] if m == "attention" else 0.0,
+            extra=out["extra"][m],
+        )
+        for m in methods
+    }
+
+
+def explain(
+    run: Run,
+    history: np.ndarray,
+    item: int,
+    method: str = "attention",
+    *,
+    steps: int = 64,
+    baseline: str = "padding",
+) -> Attribution:
+    """Attribution of one item's score to the history items in the model's window.
+
+    Args:
+      run: loaded attention run; history: internal ids, oldest first; item: internal id.
+      method: one of METHODS; steps, baseline: integrated-gradients settings.
+    Returns:
+      Attribution over `window(history)` without its padding. Its `context` is the readout's
+      weight on the sequence-context key for "attention" (which rollout spreads over the items)
+      and 0 otherwise; `extra` holds diagnostics such as IG's "completeness_error".
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown attribution method {method!r}; choose from {METHODS}")
+    return explain_all(run, history, item, (method,), steps=steps, baseline=baseline)[method]
 
 
 def sentence(attr: Attribution, items: pd.DataFrame, top: int = 2) -> str:
     """One plain sentence: 'Recommended because you rated A (41%) and B (22%).'"""
     df = attr.frame(items).sort_values("share", ascending=False)
-    df = df[df["share"] > 0].head(top)
+    df = df[(df["share"] > 0) & (df["weight"] > 0)].head(top)  # only items that raise the score
     if df.empty:
         return "No history item carries weight for this recommendation."
     parts = [f"{row.title} ({row.share:.0%})" for row in df.itertuples()]
@@ -185,5 +210,6 @@ def to_json(attr: Attribution, items: pd.DataFrame | None = None) -> dict[str, A
         "score": attr.score,
         "rank": attr.rank,
         "context": attr.context,
+        "extra": dict(attr.extra),
         "history": attr.frame(items).to_dict(orient="records"),
     }
