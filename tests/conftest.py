@@ -53,3 +53,46 @@ def tiny_run(tmp_path_factory, planted):
                             bootstrap=50)  # fmt: skip
     return train(DataConfig(dataset="synthetic"), model_cfg, train_cfg, runs_dir=runs_dir,
                  run_id="tiny-additive", dataset=planted[0], verbose=False)  # fmt: skip
+
+
+# -- the dashboard's tests (test_pages, test_browser, test_export) ------------------------------
+APP_DATASET = "synthetic"  # RECEXPLAIN_DATASET for the app under test
+
+
+@pytest.fixture(scope="session")
+def app_runs(tmp_path_factory, planted) -> Path:
+    """A runs folder with one tiny run per attention variant on the synthetic data set, named as
+    `default_runs` names them (<data set>-<variant>), so the app reuses them instead of training."""
+    from recexplain.config import ATTENTION_VARIANTS, DataConfig, ModelConfig, TrainConfig
+    from recexplain.training import train
+
+    runs_dir = tmp_path_factory.mktemp("app-runs")
+    ds = planted[0]
+    train_cfg = TrainConfig(batch_size=64, n_negatives=16, max_epochs=1, eval_batch=128,
+                            bootstrap=50)  # fmt: skip
+    for variant in ATTENTION_VARIANTS:
+        model_cfg = ModelConfig(attention=variant, d_model=16, n_blocks=1, n_heads=1, d_attn=8,
+                                max_len=12)  # fmt: skip
+        train(DataConfig(dataset=APP_DATASET), model_cfg, train_cfg, runs_dir=runs_dir,
+              run_id=f"{ds.name}-{variant}", dataset=ds, verbose=False)  # fmt: skip
+    return runs_dir
+
+
+@pytest.fixture
+def app_env(app_runs, monkeypatch) -> Path:
+    """Points the app at the tiny runs and the synthetic data set."""
+    monkeypatch.setenv("RECEXPLAIN_RUNS_DIR", str(app_runs))
+    monkeypatch.setenv("RECEXPLAIN_DATASET", APP_DATASET)
+    return app_runs
+
+
+@pytest.fixture(scope="session")
+def baseline_runs(tmp_path_factory, planted):
+    """Every baseline tuned on its tiny grid and saved as a run (synthetic data, seed 0)."""
+    from recexplain.baselines import BASELINES, train_baseline
+    from recexplain.config import DataConfig
+
+    runs_dir = tmp_path_factory.mktemp("baseline-runs")
+    return {name: train_baseline(name, DataConfig(dataset="synthetic"), preset="tiny",
+                                 runs_dir=runs_dir, dataset=planted[0])
+            for name in BASELINES}  # fmt: skip
