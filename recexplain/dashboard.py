@@ -17,7 +17,7 @@ from recexplain import export, jobs, viz
 from recexplain import workbench as W
 from recexplain.config import DataConfig, dumps, from_dict
 from recexplain.data import DataError, Dataset, load_dataset
-from recexplain.runs import Run, RunError, list_runs, load_run, load_split, resolve_run
+from recexplain.runs import Run, RunError, check_run_id, list_runs, load_run, load_split
 from recexplain.workbench import Settings, settings
 
 KNOWN_ERRORS = (RunError, DataError, ValueError, KeyError, OSError)
@@ -82,8 +82,13 @@ def _load_run(path: str, stamp: int) -> Run:
 
 
 def get_run(run_id: str, runs_dir: Path | None = None) -> Run:
-    """A run by id (cached per folder version); RunError when missing, e.g. deleted."""
-    path = resolve_run(run_id, runs_dir or settings().runs_dir)
+    """A run by id (cached per folder version); RunError when missing, e.g. deleted.
+
+    The id is checked (`check_run_id`) and looked up inside runs_dir only: never as a path.
+    """
+    path = Path(runs_dir or settings().runs_dir) / check_run_id(run_id)
+    if not (path / "manifest.json").is_file():
+        raise RunError(f"no run {run_id!r} in {path.parent} (missing manifest.json)")
     return _load_run(str(path.resolve()), (path / "manifest.json").stat().st_mtime_ns)
 
 

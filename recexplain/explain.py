@@ -81,13 +81,16 @@ def recommend(
     Args:
       run: a loaded attention run.
       history: int internal item ids, oldest first (the whole history; seen items are excluded).
-      k: list length; exclude: more item ids to leave out.
+      k: list length (>= 1; at most the catalog size); exclude: more item ids to leave out.
     Returns:
       DataFrame, one row per recommendation: rank, item, item_id, title, score, weights
       (float array over `window(history)`), top_history (list of (item, weight) best first).
     """
     if run.model_type != "attention":
         raise ValueError(f"run {run.run_id} is a {run.model_type} baseline: no attention to show")
+    if int(k) < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    k = min(int(k), run.n_items)  # a catalog smaller than k: every item, ranked
     history = np.asarray(history, np.int32)
     if len(history) == 0:
         raise ValueError("history is empty: pick at least one item")

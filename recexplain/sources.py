@@ -710,9 +710,7 @@ def _seconds(arr: pa.ChunkedArray, raw: RawTable, column: str) -> np.ndarray:
     if pa.types.is_integer(kind):
         return arr.to_numpy().astype(np.int64, copy=False)
     if pa.types.is_floating(kind):
-        values = arr.to_numpy()
-        _fail_at(~np.isfinite(values), values, raw, column, "is not a finite timestamp")
-        return np.floor(values).astype(np.int64)
+        return _float_seconds(arr.to_numpy(), arr.to_numpy(), raw, column)
     if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
         tz = kind.tz if pa.types.is_timestamp(kind) else None
         return pc.cast(arr, pa.timestamp("s", tz=tz), safe=False).cast(pa.int64()).to_numpy()
@@ -725,12 +723,23 @@ def _seconds(arr: pa.ChunkedArray, raw: RawTable, column: str) -> np.ndarray:
     )
 
 
+MAX_SECONDS = 1e12  # about 31,700 years either side of 1970: anything beyond is a unit mistake
+
+
+def _float_seconds(values: np.ndarray, shown, raw: RawTable, column: str) -> np.ndarray:
+    """Floored int64 seconds from floats; non-finite or out-of-range values are a DataError."""
+    _fail_at(~np.isfinite(values), shown, raw, column, "is not a finite timestamp")
+    what = f"is outside +-{MAX_SECONDS:.0e} seconds (not unix seconds?)"
+    _fail_at(np.abs(values) > MAX_SECONDS, shown, raw, column, what)
+    return np.floor(values).astype(np.int64)
+
+
 def _parse_time_text(text: pd.Series, raw: RawTable, column: str) -> np.ndarray:
     numbers = pd.to_numeric(text, errors="coerce")
     if pd.notna(numbers.iloc[0]):  # the first value decides: numbers, or dates
         what = "is not a number of seconds (the first timestamp was one)"
         _fail_at(numbers.isna().to_numpy(), text, raw, column, what)
-        return np.floor(numbers.to_numpy(np.float64)).astype(np.int64)
+        return _float_seconds(numbers.to_numpy(np.float64), text, raw, column)
     with warnings.catch_warnings():  # "could not infer format": we check every value below
         warnings.simplefilter("ignore", UserWarning)
         when = pd.to_datetime(text, errors="coerce", utc=True)  # one inferred format: fast

@@ -17,7 +17,7 @@ import pytest
 from recexplain.runs import RunError, load_run
 
 ARGS = ["train", "--dataset", "synthetic", "--preset", "tiny", "--attention", "multiplicative",
-        "--max-epochs", "6", "--patience", "6", "--seed", "3"]  # fmt: skip
+        "--max-epochs", "12", "--patience", "12", "--seed", "3"]  # fmt: skip
 
 
 def _cli(runs: Path, *extra: str) -> list[str]:
@@ -45,10 +45,10 @@ def test_kill_9_at_random_points_then_resume_matches_an_uninterrupted_run(tmp_pa
     reference = load_run("r", tmp_path / "clean")
 
     runs, rng, kills = tmp_path / "crashy", random.Random(7), 0
-    while kills < 10:
+    while kills < 12:
         proc = subprocess.Popen(_cli(runs, "--run-id", "r", "--resume"), env=_env(cache),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        time.sleep(rng.uniform(1.0, 9.0))
+        time.sleep(rng.uniform(1.0, 7.0))
         if proc.poll() is not None:  # finished before the kill: nothing left to interrupt
             break
         proc.send_signal(signal.SIGKILL)
@@ -59,7 +59,7 @@ def test_kill_9_at_random_points_then_resume_matches_an_uninterrupted_run(tmp_pa
         done = subprocess.run(_cli(runs, "--run-id", "r", "--resume"), env=_env(cache),
                               capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
         assert done.returncode == 0, done.stderr[-2000:]
-    assert kills >= 5, f"only {kills} kills landed before training finished"
+    assert kills >= 10, f"only {kills} kills landed before training finished"
     resumed = load_run("r", runs)
     assert not (runs / ".partial-r").exists()
     keys = ("epoch", "loss", "valid_ndcg@10")

@@ -33,7 +33,7 @@ def test_two_device_training_gives_the_same_curve():
     assert proc.returncode == 0, proc.stderr[-3000:]
     curves = json.loads(proc.stdout.strip().splitlines()[-1])
     single, sharded = curves["1"], curves["2"]
-    for (l1, v1, _), (l2, v2, c2) in zip(single, sharded, strict=True):
+    for (l1, v1, _), (l2, v2, _c2) in zip(single, sharded, strict=True):
         assert abs(l1 - l2) < 1e-3 * max(1.0, abs(l1)), (single, sharded)
         assert abs(v1 - v2) < 0.02
     assert [c for _, _, c in sharded[1:]] == [0] * (len(sharded) - 1)
