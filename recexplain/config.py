@@ -54,6 +54,9 @@ class ModelConfig:
     dropout: float = 0.3  # dropout on embeddings and block outputs
     recency_bias: bool = True  # learned bias on the readout scores by distance to the query
     item_chunk: int = 4096  # items scored per step in full ranking (bounds memory)
+    # Dense layers compute in this dtype; parameters, softmax and the loss stay float32.
+    # "bfloat16" is for GPUs (tensor cores); on CPU it is emulated and slower.
+    compute_dtype: Literal["float32", "bfloat16"] = "float32"
 
     def __post_init__(self) -> None:
         if self.attention not in ATTENTION_VARIANTS:
@@ -63,6 +66,10 @@ class ModelConfig:
         for name in ("d_model", "n_heads", "d_attn", "hard_k", "max_len", "item_chunk"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.compute_dtype not in ("float32", "bfloat16"):
+            raise ValueError(
+                f"compute_dtype must be 'float32' or 'bfloat16', got {self.compute_dtype!r}"
+            )
         if self.n_blocks < 0:
             raise ValueError(f"n_blocks must be >= 0, got {self.n_blocks}")
         if self.d_model % self.n_heads:

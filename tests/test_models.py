@@ -156,3 +156,20 @@ def test_gradients_stay_finite_for_padded_rows_and_huge_parameters(kind):
     (loss, _), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model, batch, jax.random.key(0))
     assert np.isfinite(float(loss))
     assert all(bool(jnp.isfinite(g).all()) for g in jax.tree.leaves(grads))
+
+
+@pytest.mark.parametrize("kind", ["additive", "multiplicative"])
+def test_bfloat16_compute_keeps_float32_parameters_and_close_scores(kind):
+    """compute_dtype="bfloat16" (meant for GPUs) changes only the dense layers' arithmetic."""
+    full, half = _model(kind), _model(kind, compute_dtype="bfloat16")
+    nnx.update(half, nnx.state(full, nnx.Param))  # same parameters
+    params = jax.tree.leaves(nnx.state(half, nnx.Param))
+    assert {p.dtype for p in params} == {jnp.dtype(jnp.float32)}
+    a = full.score_all(SEQ)[:, 1:]
+    b = half.score_all(SEQ)[:, 1:]
+    assert b.dtype == jnp.float32 and bool(jnp.isfinite(b).all())
+    assert float(jnp.abs(a - b).max()) < 0.05 * float(jnp.abs(a).max()) + 1e-3
+    assert not np.allclose(np.asarray(a), np.asarray(b), rtol=0, atol=0)  # bf16 really used
+    half.train()
+    grads = nnx.grad(lambda m: m.train_logits_full(SEQ, key=jax.random.key(0)).sum())(half)
+    assert all(bool(jnp.isfinite(g).all()) for g in jax.tree.leaves(grads))

@@ -38,6 +38,11 @@ def _split(key: Array | None, n: int) -> list[Array | None]:
     return [None] * n if key is None else list(jax.random.split(key, n))
 
 
+def _dtype(cfg: ModelConfig) -> jnp.dtype:
+    """Computation dtype of the dense layers (parameters stay float32; see ModelConfig)."""
+    return jnp.dtype(cfg.compute_dtype)
+
+
 class SelfAttention(nnx.Module):
     """Multi-head causal self-attention whose scorer is the configured variant."""
 
@@ -46,10 +51,12 @@ class SelfAttention(nnx.Module):
         self.kind, self.heads, self.hard_k = cfg.attention, h, cfg.hard_k
         self.tau, self.noise = cfg.gumbel_tau, cfg.gumbel_scale
         width = h * cfg.d_attn if cfg.attention == "additive" else d
-        self.q = nnx.Linear(d, width, use_bias=cfg.attention == "additive", rngs=rngs)
-        self.k = nnx.Linear(d, width, use_bias=False, rngs=rngs)
-        self.v = nnx.Linear(d, d, rngs=rngs)
-        self.out = nnx.Linear(d, d, rngs=rngs)
+        self.q = nnx.Linear(
+            d, width, use_bias=cfg.attention == "additive", dtype=_dtype(cfg), rngs=rngs
+        )
+        self.k = nnx.Linear(d, width, use_bias=False, dtype=_dtype(cfg), rngs=rngs)
+        self.v = nnx.Linear(d, d, dtype=_dtype(cfg), rngs=rngs)
+        self.out = nnx.Linear(d, d, dtype=_dtype(cfg), rngs=rngs)
         if cfg.attention == "additive":
             self.score_v = nnx.Param(jax.random.normal(rngs.params(), (h, cfg.d_attn)) * 0.1)
         self.deterministic = False
@@ -80,7 +87,10 @@ class Block(nnx.Module):
         d = cfg.d_model
         self.ln1, self.ln2 = nnx.LayerNorm(d, rngs=rngs), nnx.LayerNorm(d, rngs=rngs)
         self.attn = SelfAttention(cfg, rngs=rngs)
-        self.ff1, self.ff2 = nnx.Linear(d, 2 * d, rngs=rngs), nnx.Linear(2 * d, d, rngs=rngs)
+        self.ff1, self.ff2 = (
+            nnx.Linear(d, 2 * d, dtype=_dtype(cfg), rngs=rngs),
+            nnx.Linear(2 * d, d, dtype=_dtype(cfg), rngs=rngs),
+        )
         self.drop = nnx.Dropout(cfg.dropout)
 
     def __call__(self, x: Array, mask: Array, *, key: Array | None = None) -> tuple[Array, Array]:
@@ -108,11 +118,21 @@ class AttentionRecommender(nnx.Module):
         self.drop = nnx.Dropout(cfg.dropout)
         additive = cfg.attention == "additive"
         width = cfg.d_attn if additive else d
-        self.rq = nnx.Linear(d, width, use_bias=additive, rngs=rngs)  # candidate -> query
-        self.rk = nnx.Linear(d, width, use_bias=False, rngs=rngs)  # history item -> key
-        self.rv = nnx.Linear(d, d, use_bias=False, rngs=rngs)  # history item -> value
-        self.ck = nnx.Linear(d, width, use_bias=False, rngs=rngs)  # sequence state -> key
-        self.cv = nnx.Linear(d, d, use_bias=False, rngs=rngs)  # sequence state -> value
+        self.rq = nnx.Linear(
+            d, width, use_bias=additive, dtype=_dtype(cfg), rngs=rngs
+        )  # candidate -> query
+        self.rk = nnx.Linear(
+            d, width, use_bias=False, dtype=_dtype(cfg), rngs=rngs
+        )  # history item -> key
+        self.rv = nnx.Linear(
+            d, d, use_bias=False, dtype=_dtype(cfg), rngs=rngs
+        )  # history item -> value
+        self.ck = nnx.Linear(
+            d, width, use_bias=False, dtype=_dtype(cfg), rngs=rngs
+        )  # sequence state -> key
+        self.cv = nnx.Linear(
+            d, d, use_bias=False, dtype=_dtype(cfg), rngs=rngs
+        )  # sequence state -> value
         if additive:
             self.score_v = nnx.Param(jax.random.normal(rngs.params(), (cfg.d_attn,)) * 0.1)
         self.recency = nnx.Param(jnp.zeros(()))
@@ -307,9 +327,9 @@ class AttentionRecommender(nnx.Module):
         return jnp.swapaxes(out, 1, 2) + self.item_bias[...][None, None, :]
 
     def _prefix(self, s, g, mask, s_ctx, g_ctx, key: Array | None) -> Array:
-        mask = jnp.broadcast_to(mask, s.shape)
         if self.cfg.attention != "hard":
-            return att.prefix_readout(s, g, mask, s_ctx, g_ctx)
+            return att.prefix_readout(s, g, mask, s_ctx, g_ctx)  # mask broadcasts
+        mask = jnp.broadcast_to(mask, s.shape)
         k = self.cfg.hard_k
         if self.deterministic or key is None:
             return att.prefix_hard_readout(s, g, mask, k, s_ctx, g_ctx)
