@@ -64,8 +64,11 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=sorted(C.PRESETS), default="default")
     p.add_argument("--run-id", default=None, help="folder name under --runs-dir")
     p.add_argument("--overwrite", action="store_true", help="replace a run with the same id")
-    p.add_argument("--resume", action="store_true",
-                   help="continue a killed training of --run-id from its last epoch checkpoint")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a killed training of --run-id from its last epoch checkpoint",
+    )
     for f in dataclasses.fields(C.ModelConfig) + dataclasses.fields(C.TrainConfig):
         if f.name == "attention":
             continue
