@@ -3,12 +3,15 @@
     python benchmarks/speed.py [--variants additive,multiplicative,hard] [--repeats 5]
 
 Writes benchmarks/results/speed.md. Training throughput is measured on the default preset
-(d=64, 2 blocks, L=50, 256 shared negatives); every figure is the median of `--repeats` runs.
+(d=64, 2 blocks, L=50) with its loss (`--losses auto`: full softmax for multiplicative and hard,
+256 sampled negatives for additive) and with sampled softmax; every figure is the median of
+`--repeats` runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -26,29 +29,35 @@ from recexplain.feed import NegativeSampler, batches
 from recexplain.models.recommender import AttentionRecommender, make_scorer
 from recexplain.runs import Run
 from recexplain.split import leave_last_out, training_windows
-from recexplain.training import make_optimizer, train_step
+from recexplain.training import full_softmax, make_optimizer, train_step
+
+
+def _batch(x, y, sampler, rng):
+    if sampler is None:  # full softmax over the catalog
+        return {"inputs": x, "targets": y}
+    return {"inputs": x, "targets": y, "negatives": sampler(rng), "log_q": sampler.log_q}
 
 
 def _epoch(model, optimizer, data, sampler, cfg, seed):
     rng = np.random.default_rng(seed)
     out = None
     for step, (x, y) in enumerate(batches(*data, cfg.batch_size, rng)):
-        batch = {"inputs": x, "targets": y, "negatives": sampler(rng), "log_q": sampler.log_q}
-        out = train_step(model, optimizer, batch, jax.random.key(step))
+        out = train_step(model, optimizer, _batch(x, y, sampler, rng), jax.random.key(step))
     return out["loss"]
 
 
-def bench_variant(variant: str, ds, split, repeats: int) -> dict:
+def bench_variant(variant: str, ds, split, repeats: int, loss: str) -> dict:
     model_cfg, cfg = preset("default", variant)
+    cfg = dataclasses.replace(cfg, loss=loss)
+    full = full_softmax(model_cfg, cfg, split.n_items)
     data = training_windows(split, model_cfg.max_len, cfg.window_stride)
     n_targets = int((data[1] > 0).sum())
     model = AttentionRecommender(model_cfg, split.n_items, rngs=nnx.Rngs(0))
     steps = math.ceil(len(data[0]) / cfg.batch_size)
     optimizer = nnx.Optimizer(model, make_optimizer(cfg, steps * 10), wrt=nnx.Param)
-    sampler = NegativeSampler(split, cfg)
+    sampler = None if full else NegativeSampler(split, cfg)
     x, y = next(batches(*data, cfg.batch_size, np.random.default_rng(0)))
-    batch = {"inputs": x, "targets": y, "negatives": sampler(np.random.default_rng(0)),
-             "log_q": sampler.log_q}  # fmt: skip
+    batch = _batch(x, y, sampler, np.random.default_rng(0))
     start = time.perf_counter()
     float(train_step(model, optimizer, batch, jax.random.key(0))["loss"])
     compile_s = time.perf_counter() - start
@@ -64,6 +73,7 @@ def bench_variant(variant: str, ds, split, repeats: int) -> dict:
     p50, p99 = _latency(run, split)
     return {
         "variant": variant,
+        "loss": "full softmax" if full else f"sampled ({cfg.n_negatives})",
         "compile s": compile_s,
         "epoch s": epoch_s,
         "train seq/s": len(data[0]) / epoch_s,
@@ -96,14 +106,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--variants", default="additive,multiplicative,hard")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--losses", default="auto,sampled", help="auto = the preset's loss")
     args = parser.parse_args()
     ds = load_dataset(DataConfig())
     split = leave_last_out(ds)
-    rows = [bench_variant(v, ds, split, args.repeats) for v in args.variants.split(",")]
+    rows = [bench_variant(v, ds, split, args.repeats, loss)
+            for v in args.variants.split(",") for loss in args.losses.split(",")
+            if not (v == "additive" and loss == "full")]  # fmt: skip
     windows = len(training_windows(split, 50)[0])
     write_table("speed.md", "Core speed on MovieLens-100K (CPU)", rows, [
         f"medians of {args.repeats} runs; one epoch = {windows} windows of 50 items, "
-        f"batch 128, 256 shared negatives, d=64, 2 blocks, 2 heads",
+        "batch 128, d=64, 2 blocks, 2 heads; loss: the preset's (full softmax for "
+        "multiplicative and hard, 256 sampled negatives for additive) and sampled for comparison",
         "compile s = first train step (trace + XLA compile + one step)",
         "rec+explain = top-10 over all items with readout weights + explain() of the top item, "
         "one user, warm, 200 calls",

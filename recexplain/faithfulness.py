@@ -8,7 +8,8 @@ into the window) should lower the item's score and rank more than deleting k ran
 
     score drop(k) = f - f_k,        AOPC = 1 / (K + 1) * sum_{k=0..K} (f - f_k)   (Samek 2017)
     rank drop @3  = rank_3 - rank_0 (0-based ranks among the user's unseen items)
-    ratio @3      = mean_users drop(3) / mean_users random drop(3)
+    ratio @3      = mean_users drop(3) / mean_users random drop(3); +inf when random deletion
+                    does not lower the score on average but the method's deletion does
 
 The insertion curve starts from an empty history and adds the top-k items (in their original
 order). Agreement is the mean over users of Spearman's rho and Kendall's tau-b between two
@@ -168,15 +169,26 @@ def agreement(per_user: list[dict[str, np.ndarray]], seqs: list[np.ndarray]) -> 
 
 
 # -- the report --------------------------------------------------------------------------------
+def ratio(drop, random_drop):
+    """drop / random_drop; +inf when random deletion does not lower the score (random_drop <= 0)
+    but the method's deletion does, NaN when neither does (works on arrays and floats)."""
+    drop, random_drop = np.asarray(drop, np.float64), np.asarray(random_drop, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(random_drop > 0, drop / np.where(random_drop > 0, random_drop, 1.0),
+                       np.where(drop > 0, np.inf, np.nan))  # fmt: skip
+    return out
+
+
 def _bootstrap(values: dict[str, np.ndarray], n_boot: int, seed: int) -> dict[str, list[float]]:
     """Percentile 95% CIs of means over users ([U] arrays; NaNs ignored); "ratio_at_3" is the
     ratio of the means of "score_drop_at_3" and "random_score_drop_at_3"."""
     n = len(next(iter(values.values())))
     idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
     means = {name: np.nanmean(v[idx], axis=1) for name, v in values.items()}
-    means["ratio_at_3"] = means["score_drop_at_3"] / means["random_score_drop_at_3"]
-    return {name: [float(np.nanpercentile(m, 2.5)), float(np.nanpercentile(m, 97.5))]
-            for name, m in means.items()}  # fmt: skip
+    means["ratio_at_3"] = ratio(means["score_drop_at_3"], means["random_score_drop_at_3"])
+    with np.errstate(invalid="ignore"):  # inf ratios: inf - inf while interpolating
+        return {name: [float(np.nanpercentile(m, 2.5)), float(np.nanpercentile(m, 97.5))]
+                for name, m in means.items()}  # fmt: skip
 
 
 def _mean(x: np.ndarray) -> list[float | None]:
@@ -201,7 +213,8 @@ def _method_summary(curves: dict[str, np.ndarray], i: int, seed: int) -> dict[st
     }
     ci = _bootstrap(per_user, 1000, seed)
     summary = {name: float(np.nanmean(v)) for name, v in per_user.items()}
-    summary["ratio_at_3"] = summary["score_drop_at_3"] / summary["random_score_drop_at_3"]
+    summary["ratio_at_3"] = float(ratio(summary["score_drop_at_3"],
+                                        summary["random_score_drop_at_3"]))  # fmt: skip
     k = list(range(drop.shape[1]))
     return {
         **summary,

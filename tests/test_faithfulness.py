@@ -139,3 +139,12 @@ def test_cli_faithfulness_and_explain_methods(run_copy, capsys):
     attr = json.loads(capsys.readouterr().out)
     assert code == 0 and attr["method"] == "integrated_gradients"
     assert attr["extra"]["completeness_error"] < 0.01
+
+
+def test_ratio_handles_random_deletion_that_does_not_lower_the_score():
+    from recexplain.faithfulness import ratio
+
+    assert float(ratio(0.6, 0.2)) == pytest.approx(3.0)
+    assert float(ratio(0.6, -0.02)) == float("inf")  # random deletion raises the score
+    assert np.isnan(ratio(-0.1, 0.0))  # neither lowers it: undefined
+    np.testing.assert_allclose(ratio(np.array([1.0, 1.0]), np.array([0.5, 0.0])), [2.0, np.inf])
