@@ -186,9 +186,10 @@ def _bootstrap(values: dict[str, np.ndarray], n_boot: int, seed: int) -> dict[st
     idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
     means = {name: np.nanmean(v[idx], axis=1) for name, v in values.items()}
     means["ratio_at_3"] = ratio(means["score_drop_at_3"], means["random_score_drop_at_3"])
-    with np.errstate(invalid="ignore"):  # inf ratios: inf - inf while interpolating
-        return {name: [float(np.nanpercentile(m, 2.5)), float(np.nanpercentile(m, 97.5))]
-                for name, m in means.items()}  # fmt: skip
+    # ratios may be +inf: take order statistics there instead of interpolating (inf - inf)
+    how = {name: "nearest" if name == "ratio_at_3" else "linear" for name in means}
+    return {name: [float(np.nanpercentile(m, q, method=how[name])) for q in (2.5, 97.5)]
+            for name, m in means.items()}  # fmt: skip
 
 
 def _mean(x: np.ndarray) -> list[float | None]:
