@@ -38,25 +38,23 @@ def _split(key: Array | None, n: int) -> list[Array | None]:
     return [None] * n if key is None else list(jax.random.split(key, n))
 
 
-def _dtype(cfg: ModelConfig) -> jnp.dtype:
-    """Computation dtype of the dense layers (parameters stay float32; see ModelConfig)."""
-    return jnp.dtype(cfg.compute_dtype)
+def _dense(cfg: ModelConfig, rngs: nnx.Rngs):
+    """nnx.Linear computing in cfg.compute_dtype (parameters stay float32; see ModelConfig)."""
+    return partial(nnx.Linear, dtype=jnp.dtype(cfg.compute_dtype), rngs=rngs)
 
 
 class SelfAttention(nnx.Module):
     """Multi-head causal self-attention whose scorer is the configured variant."""
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-        d, h = cfg.d_model, cfg.n_heads
+        d, h, dense = cfg.d_model, cfg.n_heads, _dense(cfg, rngs)
         self.kind, self.heads, self.hard_k = cfg.attention, h, cfg.hard_k
         self.tau, self.noise = cfg.gumbel_tau, cfg.gumbel_scale
         width = h * cfg.d_attn if cfg.attention == "additive" else d
-        self.q = nnx.Linear(
-            d, width, use_bias=cfg.attention == "additive", dtype=_dtype(cfg), rngs=rngs
-        )
-        self.k = nnx.Linear(d, width, use_bias=False, dtype=_dtype(cfg), rngs=rngs)
-        self.v = nnx.Linear(d, d, dtype=_dtype(cfg), rngs=rngs)
-        self.out = nnx.Linear(d, d, dtype=_dtype(cfg), rngs=rngs)
+        self.q = dense(d, width, use_bias=cfg.attention == "additive")
+        self.k = dense(d, width, use_bias=False)
+        self.v = dense(d, d)
+        self.out = dense(d, d)
         if cfg.attention == "additive":
             self.score_v = nnx.Param(jax.random.normal(rngs.params(), (h, cfg.d_attn)) * 0.1)
         self.deterministic = False
@@ -84,13 +82,10 @@ class Block(nnx.Module):
     """Pre-LayerNorm transformer block: attention and a position-wise feed-forward layer."""
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-        d = cfg.d_model
+        d, dense = cfg.d_model, _dense(cfg, rngs)
         self.ln1, self.ln2 = nnx.LayerNorm(d, rngs=rngs), nnx.LayerNorm(d, rngs=rngs)
         self.attn = SelfAttention(cfg, rngs=rngs)
-        self.ff1, self.ff2 = (
-            nnx.Linear(d, 2 * d, dtype=_dtype(cfg), rngs=rngs),
-            nnx.Linear(2 * d, d, dtype=_dtype(cfg), rngs=rngs),
-        )
+        self.ff1, self.ff2 = dense(d, 2 * d), dense(2 * d, d)
         self.drop = nnx.Dropout(cfg.dropout)
 
     def __call__(self, x: Array, mask: Array, *, key: Array | None = None) -> tuple[Array, Array]:
@@ -116,23 +111,13 @@ class AttentionRecommender(nnx.Module):
         self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.n_blocks)])
         self.ln = nnx.LayerNorm(d, rngs=rngs)
         self.drop = nnx.Dropout(cfg.dropout)
-        additive = cfg.attention == "additive"
+        additive, dense = cfg.attention == "additive", _dense(cfg, rngs)
         width = cfg.d_attn if additive else d
-        self.rq = nnx.Linear(
-            d, width, use_bias=additive, dtype=_dtype(cfg), rngs=rngs
-        )  # candidate -> query
-        self.rk = nnx.Linear(
-            d, width, use_bias=False, dtype=_dtype(cfg), rngs=rngs
-        )  # history item -> key
-        self.rv = nnx.Linear(
-            d, d, use_bias=False, dtype=_dtype(cfg), rngs=rngs
-        )  # history item -> value
-        self.ck = nnx.Linear(
-            d, width, use_bias=False, dtype=_dtype(cfg), rngs=rngs
-        )  # sequence state -> key
-        self.cv = nnx.Linear(
-            d, d, use_bias=False, dtype=_dtype(cfg), rngs=rngs
-        )  # sequence state -> value
+        self.rq = dense(d, width, use_bias=additive)  # candidate -> query
+        self.rk = dense(d, width, use_bias=False)  # history item -> key
+        self.rv = dense(d, d, use_bias=False)  # history item -> value
+        self.ck = dense(d, width, use_bias=False)  # sequence state -> key
+        self.cv = dense(d, d, use_bias=False)  # sequence state -> value
         if additive:
             self.score_v = nnx.Param(jax.random.normal(rngs.params(), (cfg.d_attn,)) * 0.1)
         self.recency = nnx.Param(jnp.zeros(()))
