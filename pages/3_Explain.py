@@ -8,19 +8,8 @@ from recexplain import workbench as W
 from recexplain.explain import sentence
 
 s = D.page("Explain")
-defaults = D.ensure_default_runs(s)
-top = st.columns([2, 1, 1])
-with top[0]:
-    runs = D.pick_runs(s, defaults)
-with D.guard("Could not load the data of these runs"):
-    if len({r.fingerprint for r in runs}) > 1:
-        raise ValueError("the chosen runs were trained on different data; pick runs of one set")
-    ds, split = D.get_split(runs[0])
+runs, ds, split, user, method = D.pick_view(s)
 items = runs[0].items
-with top[1]:
-    user = D.pick_user(runs[0], split)
-with top[2]:
-    method = D.pick_method()
 D.check_dataset_param(ds.name)
 
 base = split.history(user, "test")

@@ -7,20 +7,9 @@ from recexplain import export
 from recexplain import workbench as W
 
 s = D.page("Share")
-defaults = D.ensure_default_runs(s)
 st.caption("The explanation last opened on Explain (or in this page's link); what-if edits are "
            "not part of a link: it always shows the user's recorded history.")  # fmt: skip
-top = st.columns([2, 1, 1])
-with top[0]:
-    runs = D.pick_runs(s, defaults)
-with D.guard("Could not load the data of these runs"):
-    if len({r.fingerprint for r in runs}) > 1:
-        raise ValueError("the chosen runs were trained on different data; pick runs of one set")
-    ds, split = D.get_split(runs[0])
-with top[1]:
-    user = D.pick_user(runs[0], split)
-with top[2]:
-    method = D.pick_method()
+runs, ds, split, user, method = D.pick_view(s)
 history = split.history(user, "test")
 with D.guard("Could not compute recommendations"):
     recs = D.recommendations(runs, history, 10)

@@ -414,6 +414,28 @@ def pick_method() -> str:
     return method
 
 
+def pick_view(s: Settings) -> tuple[list[Run], Dataset, Any, int, str]:
+    """The row of pickers Explain and Share share: runs | user | attribution method.
+
+    Returns:
+      (runs, their data set, its split, internal user index, method); stops the page with a
+      message when the runs cannot be loaded or were trained on different data.
+    """
+    defaults = ensure_default_runs(s)
+    top = st.columns([2, 1, 1])
+    with top[0]:
+        runs = pick_runs(s, defaults)
+    with guard("Could not load the data of these runs"):
+        if len({r.fingerprint for r in runs}) > 1:
+            raise ValueError("the chosen runs were trained on different data; pick runs of one set")
+        ds, split = get_split(runs[0])
+    with top[1]:
+        user = pick_user(runs[0], split)
+    with top[2]:
+        method = pick_method()
+    return runs, ds, split, user, method
+
+
 def check_dataset_param(name: str) -> None:
     """Warns when a link's `?dataset=` names another data set than the runs shown."""
     wanted = st.query_params.get("dataset")
