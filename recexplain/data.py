@@ -33,6 +33,7 @@ import pandas as pd
 import pyarrow as pa
 
 from recexplain.config import DataConfig
+from recexplain.netflix import read_netflix_folder
 from recexplain.sources import (
     DATASETS,
     ML100K_FINGERPRINT,
@@ -44,12 +45,10 @@ from recexplain.sources import (
     fetch_source,
     offline_requested,
     publish_dir,
-    read_file_table,
-    read_interactions_file,
     read_movielens_folder,
-    read_netflix_folder,
     sha256_file,
 )
+from recexplain.tables import read_file_table, read_interactions_file
 
 __all__ = [
     "DATASETS", "ML100K_FINGERPRINT", "DataError", "DataReport", "Dataset", "cache_root",
