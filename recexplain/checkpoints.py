@@ -24,8 +24,9 @@ from typing import Any
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 from flax import nnx
+
+from recexplain.distributed import checkpointer as _checkpointer
 
 LATEST = "latest.json"
 
@@ -52,7 +53,7 @@ def save(
     name = f"epoch-{epoch:04d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=folder))
     try:
-        checkpointer = ocp.StandardCheckpointer()
+        checkpointer = _checkpointer()
         checkpointer.save(tmp / "state", jax.tree.map(np.asarray, arrays))
         checkpointer.wait_until_finished()
         (tmp / "meta.json").write_text(json.dumps({**meta, "epoch": epoch}, sort_keys=True))
@@ -94,7 +95,7 @@ def latest(folder: Path) -> dict[str, Any] | None:
 
 def restore(meta: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
     """Restores the arrays of checkpoint `meta` into the structure of `target` (pure dicts)."""
-    return ocp.StandardCheckpointer().restore(Path(meta["path"]) / "state", target)
+    return _checkpointer().restore(Path(meta["path"]) / "state", target)
 
 
 def pure(obj: Any, *filters: Any) -> dict[str, Any]:

@@ -69,6 +69,10 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="continue a killed training of --run-id from its last epoch checkpoint",
     )
+    g = p.add_argument_group("several processes or machines (jax.distributed; see README)")
+    g.add_argument("--coordinator", default=None, help="host:port of process 0, e.g. 10.0.0.1:1234")
+    g.add_argument("--num-processes", type=int, default=1, help="processes in the job")
+    g.add_argument("--process-id", type=int, default=0, help="this process, 0..num-processes-1")
     for f in dataclasses.fields(C.ModelConfig) + dataclasses.fields(C.TrainConfig):
         if f.name == "attention":
             continue
@@ -92,7 +96,20 @@ def _override(cfg: Any, a: argparse.Namespace) -> Any:
     return dataclasses.replace(cfg, **changes)
 
 
+def _join(a: argparse.Namespace) -> None:
+    """jax.distributed.initialize for --coordinator (before anything touches a device)."""
+    if a.coordinator is None:
+        if a.num_processes != 1 or a.process_id != 0:
+            raise ValueError("--num-processes and --process-id need --coordinator host:port")
+        return
+    from recexplain import distributed
+
+    distributed.initialize(a.coordinator, a.num_processes, a.process_id)
+    print(f"joined {a.coordinator}: {distributed.describe()}", flush=True)
+
+
 def cmd_train(a: argparse.Namespace) -> int:
+    _join(a)
     from recexplain.training import train
 
     model_cfg, train_cfg = C.preset(a.preset, a.attention)
@@ -101,6 +118,9 @@ def cmd_train(a: argparse.Namespace) -> int:
         raise ValueError("--resume needs the --run-id of the interrupted training")
     run = train(_data_cfg(a), model_cfg, train_cfg, runs_dir=a.runs_dir, run_id=a.run_id,
                 overwrite=a.overwrite, resume=a.resume)  # fmt: skip
+    if run is None:
+        print(f"process {a.process_id}: training finished; process 0 saves the run")
+        return 0
     test = run.metrics["test"]
     print(f"saved run {run.run_id} -> {run.path}")
     print(f"stopped: {run.metrics['stop_reason']} (best epoch {run.metrics['best_epoch']}, "

@@ -1,8 +1,10 @@
 """Feeding training steps: shuffled fixed-shape batches, shared negatives, prefetch, sharding.
 
 Batches are built on a background thread (numpy indexing and the host-to-device copy) while
-the previous step runs, and, when several local devices exist, the batch axis is sharded over
-them with `jax.sharding` (Mesh("data") + NamedSharding; parameters are replicated).
+the previous step runs, and, when several devices exist, the batch axis is sharded over them
+with `jax.sharding` (Mesh("data") + NamedSharding; parameters are replicated). In a
+multi-process job (`recexplain.distributed`) the mesh spans the devices of every process; each
+process builds the same global batch and hands only its own rows to its own devices.
 """
 
 from __future__ import annotations
@@ -53,16 +55,24 @@ def batches(inputs: np.ndarray, targets: np.ndarray, size: int, rng: np.random.G
 
 
 class Placement:
-    """Where batches and parameters live: one device, or the batch axis over all of them."""
+    """Where batches and parameters live: one device, or the batch axis over several.
+
+    `n_devices` counts devices per process; with several processes the mesh takes that many
+    from each, so a batch is split over n_devices x processes devices.
+    """
 
     def __init__(self, n_devices: int = 0):
-        """Args: n_devices: devices to use (0 = every local device)."""
-        devices = jax.local_devices()
-        n = len(devices) if n_devices == 0 else n_devices
-        if not 1 <= n <= len(devices):
-            raise ValueError(f"asked for {n_devices} devices, {len(devices)} are available")
-        self.n_devices = n
-        self.mesh = Mesh(np.array(devices[:n]), ("data",)) if n > 1 else None
+        """Args: n_devices: local devices to use (0 = every local device)."""
+        local = jax.local_devices()
+        n = len(local) if n_devices == 0 else n_devices
+        if not 1 <= n <= len(local):
+            raise ValueError(f"asked for {n_devices} devices, {len(local)} are available")
+        per_process: dict[int, list] = {}
+        for device in jax.devices():
+            per_process.setdefault(device.process_index, []).append(device)
+        devices = [d for p in sorted(per_process) for d in per_process[p][:n]]
+        self.n_devices = len(devices)
+        self.mesh = Mesh(np.array(devices), ("data",)) if len(devices) > 1 else None
 
     def check_batch(self, batch_size: int) -> None:
         if batch_size % self.n_devices:
@@ -82,8 +92,13 @@ class Placement:
             return jax.device_put(batch)
         rows = NamedSharding(self.mesh, PartitionSpec("data"))
         full = NamedSharding(self.mesh, PartitionSpec())
-        return {k: jax.device_put(v, rows if k in ("inputs", "targets") else full)
+        return {k: _global(v, rows if k in ("inputs", "targets") else full)
                 for k, v in batch.items()}  # fmt: skip
+
+
+def _global(value: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """A global array from a host array every process holds: each fills its own devices."""
+    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
 
 
 def epoch_batches(

@@ -34,11 +34,11 @@ from typing import Any
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pandas as pd
 from flax import nnx
 
 from recexplain import config as C
+from recexplain.distributed import checkpointer
 from recexplain.evaluation import Ranking
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -250,9 +250,9 @@ def save_run(
             ranking_frame(ranking).to_parquet(tmp / f"ranking_{which}.parquet", index=False)
         if isinstance(params, nnx.State):
             params = nnx.to_pure_dict(params)
-        checkpointer = ocp.StandardCheckpointer()
-        checkpointer.save(tmp / CHECKPOINT, jax.tree.map(np.asarray, params))
-        checkpointer.wait_until_finished()
+        saver = checkpointer()
+        saver.save(tmp / CHECKPOINT, jax.tree.map(np.asarray, params))
+        saver.wait_until_finished()
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
         manifest = {
             "run_id": run_id,
@@ -386,12 +386,12 @@ def _restore(ckpt: Path, abstract: Any) -> Any:
     if isinstance(abstract, nnx.Module):
         graphdef, state = nnx.split(abstract)
         target = nnx.to_pure_dict(state)
-        restored = ocp.StandardCheckpointer().restore(ckpt.resolve(), target)
+        restored = checkpointer().restore(ckpt.resolve(), target)
         nnx.replace_by_pure_dict(state, restored)
         model = nnx.merge(graphdef, state)
         model.eval()
         return model
-    return abstract.restore(ocp.StandardCheckpointer().restore(ckpt.resolve()))
+    return abstract.restore(checkpointer().restore(ckpt.resolve()))
 
 
 def _import_baselines() -> None:

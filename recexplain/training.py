@@ -23,6 +23,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from recexplain import checkpoints as ckpt
+from recexplain import distributed as dist
 from recexplain.config import (
     ATTENTION_VARIANTS,
     DataConfig,
@@ -180,7 +181,8 @@ def fit(
       split: leave-last-out split (validation targets drive early stopping).
       model_cfg, cfg: model and training configs.
       progress: called after every epoch with a dict (epoch, loss, valid_ndcg@10, best, ...).
-      should_stop: polled between steps; True cancels (the best epoch so far is kept).
+      should_stop: polled between steps; True cancels (the best epoch so far is kept). Not for
+        multi-process jobs: every process must stop at the same step.
       verbose: terminal progress bar.
       checkpoint_dir: if set, the full training state is saved there after every epoch.
       resume: continue from the newest checkpoint in checkpoint_dir (same configs required);
@@ -193,6 +195,7 @@ def fit(
     """
     start = time.perf_counter()
     inputs, targets = training_windows(split, model_cfg.max_len, cfg.window_stride)
+    dist.same_everywhere(len(inputs), "the number of training windows (load the same data)")
     full = full_softmax(model_cfg, cfg, split.n_items)
     feed = _Feed((inputs, targets), None if full else NegativeSampler(split, cfg), cfg)
     model = AttentionRecommender(model_cfg, split.n_items, rngs=nnx.Rngs(cfg.seed))
@@ -209,11 +212,14 @@ def fit(
     best, offset = _snapshot(model), 0.0
     if resume and checkpoint_dir is not None:
         best, offset = _resume(Path(checkpoint_dir), digest, optimizer, result)
+        dist.same_everywhere(len(result.history), "the epoch to resume from (a multi-machine "
+                             "--resume needs --runs-dir on a shared file system)")  # fmt: skip
     for obj in (model, optimizer):  # parameters and optimizer state on every device
         nnx.update(obj, feed.placement.replicate(nnx.state(obj)))
     first = cfg.max_epochs + 1 if result.stop_reason else len(result.history) + 1
-    bar = tqdm(range(first, cfg.max_epochs + 1), desc=model_cfg.attention, disable=not verbose,
-               initial=first - 1, total=cfg.max_epochs)  # fmt: skip
+    bar = tqdm(range(first, cfg.max_epochs + 1), desc=model_cfg.attention,
+               disable=not (verbose and dist.is_primary()), initial=first - 1,
+               total=cfg.max_epochs)  # fmt: skip
     with CompileCounter() as compiles:
         for epoch in bar:
             before = compiles.count
@@ -222,7 +228,7 @@ def fit(
                 break
             record = {"epoch": epoch, "loss": float(np.mean(losses)), "steps": result.steps}
             if epoch % cfg.eval_every == 0 or epoch == cfg.max_epochs:
-                record["valid_ndcg@10"] = validation_ndcg(model, split, cfg)
+                record["valid_ndcg@10"] = dist.agree(validation_ndcg(model, split, cfg))
                 if record["valid_ndcg@10"] > result.best_valid_ndcg:
                     result.best_valid_ndcg, result.best_epoch = record["valid_ndcg@10"], epoch
                     best = _snapshot(model)
@@ -231,7 +237,7 @@ def fit(
             result.history.append(record)
             if epoch >= cfg.min_epochs and epoch - result.best_epoch >= cfg.patience:
                 result.stop_reason = f"early stopping: no gain for {cfg.patience} epochs"
-            if checkpoint_dir is not None:
+            if checkpoint_dir is not None and dist.is_primary():
                 _save_checkpoint(Path(checkpoint_dir), digest, optimizer, result, best)
             bar.set_postfix(loss=f"{record['loss']:.4f}", val=f"{result.best_valid_ndcg:.4f}")
             if progress is not None:
@@ -340,7 +346,7 @@ def train(
     verbose: bool = True,
     overwrite: bool = False,
     resume: bool = False,
-) -> Run:
+) -> Run | None:
     """Loads data, trains with early stopping, evaluates the best epoch, saves the run.
 
     Args:
@@ -352,7 +358,8 @@ def train(
       resume: continue from the per-epoch checkpoint a killed `train` left in
         runs_dir/.partial-<run_id> (it is removed once the run is saved).
     Returns:
-      The saved, reloaded Run.
+      The saved, reloaded Run; None on processes other than 0 of a multi-process job
+      (`recexplain.distributed`), which train alongside process 0 but leave the saving to it.
     """
     run_id = check_run_id(run_id or default_run_id(data_cfg, model_cfg, cfg))
     say = progress or (lambda event: None)
@@ -360,11 +367,14 @@ def train(
     ds = dataset if dataset is not None else load_dataset(data_cfg)
     split = leave_last_out(ds)
     say({"stage": "training"})
-    if (Path(runs_dir) / run_id).exists() and not overwrite:
+    exists = dist.agree(float((Path(runs_dir) / run_id).exists())) > 0  # process 0 decides
+    if exists and not overwrite:
         raise RunError(f"run {run_id!r} already exists in {runs_dir} (use overwrite)")
     partial = Path(runs_dir) / f".partial-{run_id}"
     result = fit(split, model_cfg, cfg, progress=progress, should_stop=should_stop,
                  verbose=verbose, checkpoint_dir=partial, resume=resume)  # fmt: skip
+    if not dist.is_primary():  # fit returned host-local parameters: nothing left to share
+        return None
     say({"stage": "evaluating"})
     scorer = make_scorer(result.model)
     rankings = {w: rank_all(scorer, split, w, model_cfg.max_len, batch=cfg.eval_batch)
