@@ -69,6 +69,29 @@ def test_training_logits_last_position_and_full_ranking_agree_with_call(kind):
     np.testing.assert_allclose(everything, direct_all, atol=1e-5)
 
 
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_hard_full_ranking_agrees_with_call_for_every_k(k):
+    model = _model("hard", hard_k=k)  # k = 1 reads the argmax's value directly in score_all
+    direct, _ = model(SEQ, jnp.arange(N_ITEMS + 1))
+    np.testing.assert_allclose(model.score_all(SEQ), direct, atol=1e-5)
+    tables = model.item_tables()
+    np.testing.assert_allclose(model.score_all(SEQ, tables), direct, atol=1e-5)
+
+
+def test_top1_selection_breaks_ties_like_top_k():
+    from recexplain.models import attention as att
+
+    scores = jnp.array([[1.0, 3.0, 3.0, 2.0], [0.5, 0.5, 0.5, 0.5], [9.0, 1.0, 9.0, 9.0]])
+    mask = jnp.array([[True, True, True, True], [False, True, True, True], [False] * 4])
+    chosen = np.asarray(att.topk_mask(scores, mask, 1))
+    _, idx = jax.lax.top_k(jnp.where(mask, scores, -jnp.inf), 1)
+    expected = np.asarray(jax.nn.one_hot(idx[:, 0], 4, dtype=bool) & mask)
+    np.testing.assert_array_equal(chosen, expected)
+    assert chosen[:2].sum(-1).tolist() == [1, 1] and not chosen[2].any()  # earliest wins
+    weights = np.asarray(att.hard_weights(scores, mask, 1))
+    np.testing.assert_array_equal(weights, chosen.astype(np.float32))
+
+
 def test_score_all_chunks_give_the_same_scores():
     small = _model("additive", item_chunk=1)  # forces the minimum chunk (64 items)
     big = _model("additive", item_chunk=4096)

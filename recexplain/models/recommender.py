@@ -236,6 +236,18 @@ class AttentionRecommender(nnx.Module):
         out = (w[..., :-1] * g).sum(-1) + w[..., -1] * g_ctx
         return out, w[..., :-1], w[..., -1]
 
+    def _readout_value(self, s, g, s_ctx, g_ctx, mask) -> Array:
+        """`_readout`'s output alone, at inference (exact hard top-1 reads one value)."""
+        if self.cfg.attention != "hard" or self.cfg.hard_k != 1:
+            return self._readout(s, g, s_ctx, g_ctx, mask, None)[0]
+        s_all = jnp.concatenate([s, s_ctx[..., None]], axis=-1)
+        g_all = jnp.concatenate([jnp.broadcast_to(g, s.shape), g_ctx[..., None]], axis=-1)
+        m_all = jnp.concatenate(
+            [jnp.broadcast_to(mask, s.shape), jnp.ones_like(s_ctx, bool)[..., None]], axis=-1
+        )
+        idx = jnp.argmax(jnp.where(m_all, s_all, -jnp.inf), axis=-1)  # earliest on ties
+        return jnp.take_along_axis(g_all, idx[..., None], axis=-1)[..., 0]
+
     # -- scoring -----------------------------------------------------------------------------
     def __call__(
         self, seq: Array, candidates: Array, *, key: Array | None = None
@@ -370,8 +382,7 @@ class AttentionRecommender(nnx.Module):
             else:
                 s, g = self._gather(tables["s_item"][cand], tables["g_item"][cand], seq)
             s_ctx, g_ctx = self._context_last(h[:, -1], cand)
-            out, _, _ = self._readout(s, g, s_ctx, g_ctx, mask, None)
-            return out + self._bias(cand)
+            return self._readout_value(s, g, s_ctx, g_ctx, mask) + self._bias(cand)
 
         out = jax.lax.map(one, ids)  # [n_chunks, B, chunk]
         return out.transpose(1, 0, 2).reshape(b, -1)[:, : self.n_items + 1]
