@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -65,7 +66,7 @@ def stage_load(shape: str, folder: Path) -> dict:
     }
 
 
-def stage_eval(shape: str, folder: Path, variant: str, n_users: int) -> dict:
+def stage_eval(shape: str, folder: Path, variant: str, n_users: int, repeats: int) -> dict:
     from flax import nnx
 
     from recexplain.config import ModelConfig
@@ -83,10 +84,14 @@ def stage_eval(shape: str, folder: Path, variant: str, n_users: int) -> dict:
     model.eval()
     scorer = make_scorer(model)
     rank_all(scorer, split, "test", 50, users=users[:256])  # compile
-    start = time.perf_counter()
-    ranking = rank_all(scorer, split, "test", 50, users=users)
-    seconds = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        ranking = rank_all(scorer, split, "test", 50, users=users)
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
     return {"variant": variant, "users": len(ranking.users), "seconds": seconds,
+            "min_s": min(times), "max_s": max(times), "repeats": repeats,
             "s_per_1k_users": seconds / len(ranking.users) * 1000,
             "all_users_s_estimate": seconds / len(ranking.users) * len(split.eval_users),
             "peak_gb": _peak_gb(), "items": split.n_items}  # fmt: skip
@@ -105,12 +110,15 @@ def main() -> None:
     parser.add_argument("--shape", choices=["ml25m", "ml1m"], default="ml25m")
     parser.add_argument("--eval-users", type=int, default=2048, help="0 = all (ml1m default)")
     parser.add_argument("--variants", default="multiplicative,additive,hard")
+    parser.add_argument("--repeats", type=int, default=0,
+                        help="timed full-ranking passes per variant, median reported "
+                        "(default: 5 for ml1m, 1 for ml25m)")  # fmt: skip
     parser.add_argument("--stage", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.stage:
         name, shape, folder, *rest = args.stage
         fn = {"generate": stage_generate, "load": stage_load, "eval": stage_eval}[name]
-        extra = (rest[0], int(rest[1])) if name == "eval" else ()
+        extra = (rest[0], int(rest[1]), int(rest[2])) if name == "eval" else ()
         print(json.dumps(fn(shape, Path(folder), *extra)))
         return
     _report(args)
@@ -132,11 +140,13 @@ def _report(args: argparse.Namespace) -> None:
     rows.append({"stage": "load + split", "seconds": load["seconds"],
                  "peak RSS GB": load["peak_gb"], "detail": detail})  # fmt: skip
     n_users = args.eval_users if args.shape == "ml25m" else 0
+    repeats = args.repeats or (1 if args.shape == "ml25m" else 5)
     for variant in args.variants.split(","):
-        ev = _child("eval", args.shape, str(folder), variant, str(n_users))
+        ev = _child("eval", args.shape, str(folder), variant, str(n_users), str(repeats))
         rows.append({"stage": f"full-ranking eval ({variant})", "seconds": ev["seconds"],
                      "peak RSS GB": ev["peak_gb"],
                      "detail": f"{ev['users']:,} users x {ev['items']:,} items; "
+                     f"median of {repeats} (min {ev['min_s']:.2f}, max {ev['max_s']:.2f} s); "
                      f"{ev['s_per_1k_users']:.2f} s per 1k users; all users ~"
                      f"{ev['all_users_s_estimate']:.0f} s"})  # fmt: skip
     write_table(f"scale-{args.shape}.md", f"Scale: {args.shape}-shaped synthetic data (CPU)",
