@@ -61,9 +61,9 @@ def initialize(
             f"--process-id must be in 0..{num_processes - 1} for {num_processes} processes, "
             f"got {process_id}"
         )
-    try:
+    try:  # process 0 listens on exactly that address (JAX's default is every interface)
         jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                                   process_id=process_id,
+                                   process_id=process_id, coordinator_bind_address=coordinator,
                                    initialization_timeout=timeout_s)  # fmt: skip
     except RuntimeError as err:  # e.g. "must be called before any JAX computations"
         raise ValueError(f"could not join the job at {coordinator}: {err}") from err
