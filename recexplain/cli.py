@@ -73,6 +73,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--coordinator", default=None, help="host:port of process 0, e.g. 10.0.0.1:1234")
     g.add_argument("--num-processes", type=int, default=1, help="processes in the job")
     g.add_argument("--process-id", type=int, default=0, help="this process, 0..num-processes-1")
+    g.add_argument("--join-timeout", type=int, default=300,
+                   help="seconds to wait for the other processes (default 300)")  # fmt: skip
     for f in dataclasses.fields(C.ModelConfig) + dataclasses.fields(C.TrainConfig):
         if f.name == "attention":
             continue
@@ -104,7 +106,8 @@ def _join(a: argparse.Namespace) -> None:
         return
     from recexplain import distributed
 
-    distributed.initialize(a.coordinator, a.num_processes, a.process_id)
+    distributed.initialize(a.coordinator, a.num_processes, a.process_id,
+                           timeout_s=a.join_timeout)  # fmt: skip
     print(f"joined {a.coordinator}: {distributed.describe()}", flush=True)
 
 

@@ -17,6 +17,8 @@ process 0's validation score, so the processes cannot drift apart.
 from __future__ import annotations
 
 import re
+import socket
+import time
 from typing import Any
 
 import jax
@@ -36,6 +38,44 @@ def check_address(address: str) -> str:
     return address
 
 
+def _host_port(address: str) -> tuple[str, int]:
+    host, port = address.rsplit(":", 1)
+    return host.strip("[]"), int(port)
+
+
+def _check_can_listen(address: str) -> None:
+    """Process 0: the coordinator's address must be this machine's and its port free."""
+    host, port = _host_port(address)
+    try:
+        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(info[0], socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does
+            probe.bind(info[4])
+    except OSError as err:
+        raise ValueError(
+            f"process 0 cannot listen on {address} ({err.strerror or err}): give an address "
+            "of this machine and a free port"
+        ) from err
+
+
+def _wait_for_coordinator(address: str, timeout_s: float) -> None:
+    """Processes > 0: wait until process 0 listens (JAX aborts the process if it never does)."""
+    host, port = _host_port(address)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=2):
+                return
+        except OSError as err:
+            if time.monotonic() >= deadline:
+                raise ValueError(
+                    f"no coordinator at {address} after {timeout_s:.0f} s ({err.strerror or err}):"
+                    " start process 0 with the same --coordinator, and check the address and "
+                    "firewall"
+                ) from err
+            time.sleep(0.5)
+
+
 def initialize(
     coordinator: str,
     num_processes: int,
@@ -51,7 +91,8 @@ def initialize(
       process_id: this process, 0..num_processes - 1.
       timeout_s: how long to wait for the other processes to join.
     Raises:
-      ValueError: a bad address, count or id, or a JAX backend that is already running.
+      ValueError: a bad address, count or id; process 0 cannot listen there; no process 0
+        answers within timeout_s; or a JAX backend is already running.
     """
     check_address(coordinator)
     if num_processes < 1:
@@ -61,6 +102,10 @@ def initialize(
             f"--process-id must be in 0..{num_processes - 1} for {num_processes} processes, "
             f"got {process_id}"
         )
+    if process_id == 0:
+        _check_can_listen(coordinator)
+    else:
+        _wait_for_coordinator(coordinator, timeout_s)
     try:  # process 0 listens on exactly that address (JAX's default is every interface)
         jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
                                    process_id=process_id, coordinator_bind_address=coordinator,

@@ -109,6 +109,26 @@ def test_bad_job_arguments_are_named(tmp_path, capsys, argv, message):
     assert message in capsys.readouterr().err
 
 
+def test_a_missing_coordinator_is_reported_not_aborted(tmp_path, capsys):
+    port = _free_port()  # nobody listens there
+    rc = cli.main(["--runs-dir", str(tmp_path), "train", "--dataset", "synthetic",
+                   "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                   "--process-id", "1", "--join-timeout", "1"])  # fmt: skip
+    assert rc == cli.EXIT_USAGE
+    assert f"no coordinator at 127.0.0.1:{port} after 1 s" in capsys.readouterr().err
+
+
+def test_process_0_needs_a_free_local_port(tmp_path, capsys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        rc = cli.main(["--runs-dir", str(tmp_path), "train", "--dataset", "synthetic",
+                       "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"])  # fmt: skip
+    assert rc == cli.EXIT_USAGE
+    assert f"process 0 cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
 def test_addresses():
     assert check_address("10.0.0.1:1234") == "10.0.0.1:1234"
     assert check_address("[::1]:80") == "[::1]:80"
