@@ -96,7 +96,7 @@ def test_planted_cause_is_learned_and_attended(kind, planted, planted_split):
 
 
 def test_negative_sampler_uniform_and_mixed(planted_split):
-    uniform = NegativeSampler(planted_split, FAST)
+    uniform = NegativeSampler(planted_split, dataclasses.replace(FAST, negatives="uniform"))
     rng = np.random.default_rng(0)
     draws = np.concatenate([uniform(rng) for _ in range(200)])
     assert draws.min() >= 1 and draws.max() <= planted_split.n_items
