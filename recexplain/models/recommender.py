@@ -226,13 +226,18 @@ class AttentionRecommender(nnx.Module):
             noise=cfg.gumbel_scale,
         )
 
-    def _readout(self, s, g, s_ctx, g_ctx, mask, key):
-        """Attention over [history keys..., context key]: (scores, history w, context w)."""
+    @staticmethod
+    def _with_context(s, s_ctx, mask):
+        """Scores and mask over [history keys..., context key] (the context key is never masked)."""
         s_all = jnp.concatenate([s, s_ctx[..., None]], axis=-1)
         m_all = jnp.concatenate(
             [jnp.broadcast_to(mask, s.shape), jnp.ones_like(s_ctx, bool)[..., None]], axis=-1
         )
-        w = self._weights(s_all, m_all, key)
+        return s_all, m_all
+
+    def _readout(self, s, g, s_ctx, g_ctx, mask, key):
+        """Attention over [history keys..., context key]: (scores, history w, context w)."""
+        w = self._weights(*self._with_context(s, s_ctx, mask), key)
         out = (w[..., :-1] * g).sum(-1) + w[..., -1] * g_ctx
         return out, w[..., :-1], w[..., -1]
 
@@ -240,12 +245,8 @@ class AttentionRecommender(nnx.Module):
         """`_readout`'s output alone, at inference (exact hard top-1 reads one value)."""
         if self.cfg.attention != "hard" or self.cfg.hard_k != 1:
             return self._readout(s, g, s_ctx, g_ctx, mask, None)[0]
-        s_all = jnp.concatenate([s, s_ctx[..., None]], axis=-1)
+        idx = att.top1_index(*self._with_context(s, s_ctx, mask))
         g_all = jnp.concatenate([jnp.broadcast_to(g, s.shape), g_ctx[..., None]], axis=-1)
-        m_all = jnp.concatenate(
-            [jnp.broadcast_to(mask, s.shape), jnp.ones_like(s_ctx, bool)[..., None]], axis=-1
-        )
-        idx = jnp.argmax(jnp.where(m_all, s_all, -jnp.inf), axis=-1)  # earliest on ties
         return jnp.take_along_axis(g_all, idx[..., None], axis=-1)[..., 0]
 
     # -- scoring -----------------------------------------------------------------------------
