@@ -35,6 +35,7 @@ from recexplain.evaluation import ScoreFn, rank_all, summarize
 from recexplain.item_baselines import (
     ItemItem,
     Popularity,
+    SparseItemItem,
     fit_ease,
     fit_itemknn,
     fit_popularity,
@@ -216,7 +217,7 @@ def _abstract_sasrec(cfg: dict[str, Any]) -> SASRec:
 
 
 register_model_type("pop", lambda cfg: Popularity, lambda m: m.scorer())
-register_model_type("itemknn", lambda cfg: ItemItem, lambda m: m.scorer())
+register_model_type("itemknn", lambda cfg: SparseItemItem, lambda m: m.scorer())
 register_model_type("ease", lambda cfg: ItemItem, lambda m: m.scorer())
 register_model_type("bpr", lambda cfg: MatrixFactorization, lambda m: m.scorer())
 register_model_type("sasrec", _abstract_sasrec, make_scorer)
