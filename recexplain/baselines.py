@@ -1,17 +1,34 @@
 """Baselines in the attention models' harness: tuned on validation, saved as ordinary runs.
 
-Five models (`BASELINES`): most-popular, item-kNN, EASE (`item_baselines`), BPR-MF (`bpr`) and
-SASRec (`sasrec`). Each is scored through `evaluation.rank_all` like the attention models: the
-same split, the same full ranking over all items with seen items excluded, the same metrics.
+Seven models (`BASELINES`): most-popular, item-kNN, EASE (`item_baselines`), BPR-MF (`bpr`),
+SASRec (`sasrec`), and two transition models (`transition`): a first-order Markov chain and
+decayed multi-step transitions, both backing off to popularity. `SEQUENTIAL` names the ones that
+use the order of the history (SASRec and the transition models); the others treat the history as
+a set (item-kNN, EASE) or ignore it (most-popular, BPR-MF). Each is scored through
+`evaluation.rank_all` like the attention models: the same split, the same full ranking over all
+items with seen items excluded, the same metrics.
 
 Protocol (identical for every model, attention variants included): every model is fitted on the
 training interactions only. Knobs are chosen on validation NDCG@10 (a small grid, `GRIDS`, every
 setting fitted on the training data and ranked against the validation targets; the test set is
 never looked at until the chosen model is evaluated once). At test time the validation item is
-part of the user's history, as input only: the sequence models see it as the last item of their
-window, item-kNN and EASE as one more history item; BPR-MF and most-popular take no history
-input, so for them it only changes which items are excluded from the ranking. Nothing is refitted
-on the validation interactions.
+part of the user's history, as input only: the sequence models (SASRec, the transition models)
+see it as the last item of their window, item-kNN and EASE as one more history item; BPR-MF and
+most-popular take no history input, so for them it only changes which items are excluded from
+the ranking. Nothing is refitted on the validation interactions.
+
+Memory (N items, U users, T training interactions, B users per scoring batch; every model also
+holds the B x (N + 1) float32 scores of a scoring batch):
+- pop: N + 1 counts.
+- itemknn: sparse top-k neighbours, at most (N + 1) * k weights; fitted in blocks of candidate
+  columns (`item_baselines.KNN_BLOCK_ENTRIES`), never a dense item x item matrix.
+- ease: dense, `item_baselines.EASE_BYTES_PER_ENTRY` * (N + 1)^2 bytes; refuses with the figure
+  (`item_baselines.CatalogTooLarge`) above half of physical memory.
+- bpr: (U + N + 1) * dim float32 factors plus optimizer state (Adam: x3).
+- sasrec: (N + 1 + max_len) * d_model embeddings plus the blocks; a full-softmax training batch
+  holds batch x max_len x (N + 1) float32 logits (and their gradient).
+- markov, multistep: sparse transition counts, at most T - U entries; no item x item matrix.
+`benchmarks/baseline_memory.py` measures peak RSS on synthetic catalogs of 10k-60k items.
 
 Importing this module registers every baseline with `runs.register_model_type`, so `load_run`
 rebuilds them like attention runs.
@@ -43,9 +60,12 @@ from recexplain.item_baselines import (
 from recexplain.runs import Run, check_run_id, load_run, register_model_type, save_run
 from recexplain.sasrec import SASRec, fit_sasrec, make_scorer
 from recexplain.split import Split, leave_last_out
+from recexplain.transition import Transition, fit_markov, fit_multistep
 
-BASELINES: tuple[str, ...] = ("pop", "itemknn", "ease", "bpr", "sasrec")
-DETERMINISTIC: tuple[str, ...] = ("pop", "itemknn", "ease")  # the seed does not change the fit
+BASELINES: tuple[str, ...] = ("pop", "itemknn", "ease", "bpr", "sasrec", "markov", "multistep")
+# the seed does not change the fit
+DETERMINISTIC: tuple[str, ...] = ("pop", "itemknn", "ease", "markov", "multistep")
+SEQUENTIAL: tuple[str, ...] = ("sasrec", "markov", "multistep")  # use the order of the history
 INPUT_LEN = 50  # input window handed to scorers that take one (SASRec cuts it to its max_len)
 PROTOCOL = ("leave-last-out, full ranking over all items, seen items excluded; fitted on training "
             "interactions only, knobs chosen on validation NDCG@10")  # fmt: skip
@@ -63,6 +83,10 @@ GRIDS: dict[str, dict[str, list[dict[str, Any]]]] = {
                 for d in (64, 128) for lr in (1e-3, 5e-3) for r in (1e-4, 1e-3)],
         # 2 settings only: on ML-100K one SASRec fit runs 40-75 epochs of ~7 CPU-seconds each
         "sasrec": [{**_SASREC, "lr": 3e-3, "dropout": p} for p in (0.2, 0.5)],
+        "markov": [{}],
+        # 40 settings, ~5 s in all on ML-100K (each is one sparse count table and one ranking)
+        "multistep": [{"steps": s, "decay": d, "normalize": n} for s in (2, 3, 5, 10, 20)
+                      for d in (0.5, 0.7, 0.9, 1.0) for n in (False, True)],
     },
     # Seconds on the synthetic data: for tests and smoke runs, far from tuned.
     "tiny": {
@@ -72,6 +96,8 @@ GRIDS: dict[str, dict[str, list[dict[str, Any]]]] = {
         "bpr": [{"dim": 16, "lr": lr, "reg": 1e-4, "max_epochs": 3} for lr in (1e-2, 3e-2)],
         "sasrec": [{"d_model": 16, "n_blocks": 1, "n_heads": 1, "max_len": 12, "lr": 3e-3,
                     "dropout": 0.2, "max_epochs": 2, "n_negatives": 32}],
+        "markov": [{}],
+        "multistep": [{"steps": 3, "decay": 0.5, "normalize": n} for n in (False, True)],
     },
 }  # fmt: skip
 
@@ -88,6 +114,10 @@ def _fit(name: str, split: Split, knobs: dict[str, Any], seed: int, progress, ve
         return fit_itemknn(split, **knobs), None
     if name == "ease":
         return fit_ease(split, **knobs), None
+    if name == "markov":
+        return fit_markov(split), None
+    if name == "multistep":
+        return fit_multistep(split, **knobs), None
     fit = {"bpr": fit_bpr, "sasrec": fit_sasrec}[name]
     return fit(split, seed=seed, progress=progress, verbose=verbose, **knobs)
 
@@ -221,3 +251,5 @@ register_model_type("itemknn", lambda cfg: SparseItemItem, lambda m: m.scorer())
 register_model_type("ease", lambda cfg: ItemItem, lambda m: m.scorer())
 register_model_type("bpr", lambda cfg: MatrixFactorization, lambda m: m.scorer())
 register_model_type("sasrec", _abstract_sasrec, make_scorer)
+register_model_type("markov", lambda cfg: Transition, lambda m: m.scorer())
+register_model_type("multistep", lambda cfg: Transition, lambda m: m.scorer())
