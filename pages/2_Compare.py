@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from recexplain import dashboard as D
-from recexplain import viz
+from recexplain import leaderboard, viz
 from recexplain import workbench as W
 
 METRICS = ("ndcg@10", "hr@10", "mrr@10", "ndcg@20", "hr@20")
@@ -35,6 +35,13 @@ st.caption(
     f"p: two-sided paired sign-flip test over the same {len(split.eval_users):,} users against "
     f"the reference run ({D.md(table.attrs.get('reference'))}, best on {METRICS[0]}). Protocol: "
     f"{runs[0].metrics.get('protocol', 'leave-last-out, full ranking')}."
+)
+types = {label: run.model_type for label, run in W.labelled(runs)}
+line = leaderboard.baselines_line(table, METRICS[0], label="run", model_types=types)
+st.markdown(
+    D.md(f"Among these runs: {line}.") + " Sequential baselines use the order of the history "
+    "(SASRec, Markov chain, multi-step transitions); the others treat it as a set or ignore it. "
+    "`recexplain leaderboard` trains baselines (`--models`)."
 )
 metrics = viz.metrics_frame({lab: r.metrics for lab, r in W.labelled(runs)})
 metrics = metrics[metrics["metric"].isin(["hr", "ndcg", "mrr", "precision", "recall", "f1"])]

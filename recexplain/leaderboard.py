@@ -1,10 +1,12 @@
 """Leaderboard: every model on one data set, one protocol, CIs and paired tests against the best.
 
 `build` trains or reuses the three attention variants (`training.default_runs`, plus
-`<dataset>-<variant>-s<seed>` runs for further seeds) and the five baselines
+`<dataset>-<variant>-s<seed>` runs for further seeds) and the baselines
 (`baselines.train_baseline`, runs `<dataset>-<baseline>-s<seed>`; the deterministic ones are
-fitted once), then tabulates their saved test rankings. `write` puts the table in the runs
-folder as `leaderboard-<dataset>.csv` (columns `COLUMNS`, stable for the dashboard) and `.md`.
+fitted once), then tabulates their saved test rankings. A baseline that refuses the catalog as
+too large for memory (EASE on tens of thousands of items) is left out with a "skipped" event.
+`write` puts the table in the runs folder as `leaderboard-<dataset>.csv` (columns `COLUMNS`,
+stable for the dashboard) and `.md`.
 
 With several seeds, a model's per-user metric is first averaged over its seeds; the CI is the
 per-user bootstrap of that average, the p-value a paired sign-flip test of it against the
@@ -23,10 +25,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recexplain.baselines import BASELINES, DETERMINISTIC, PROTOCOL, default_run_id, train_baseline
+from recexplain.baselines import (
+    BASELINES,
+    DETERMINISTIC,
+    PROTOCOL,
+    SEQUENTIAL,
+    default_run_id,
+    train_baseline,
+)
 from recexplain.config import ATTENTION_VARIANTS, DataConfig, preset
 from recexplain.data import Dataset, load_dataset
 from recexplain.evaluation import Ranking, bootstrap_ci, metrics_from_ranks, paired_test
+from recexplain.item_baselines import CatalogTooLarge
 from recexplain.runs import Run, RunError, load_run
 from recexplain.training import default_runs, train
 
@@ -37,6 +47,11 @@ COLUMNS: list[str] = [
     "train_seconds", "run_ids",
 ]  # fmt: skip
 Progress = Callable[[dict[str, Any]], None]
+# Baselines that use the order of the history, and those that treat it as a set or ignore it.
+BASELINE_GROUPS: dict[str, tuple[str, ...]] = {
+    "sequential": SEQUENTIAL,
+    "non-sequential": tuple(b for b in BASELINES if b not in SEQUENTIAL),
+}
 
 
 def table(
@@ -124,9 +139,13 @@ def _baseline_runs(data_cfg, ds, runs_dir, seeds, preset_name, models, retrain, 
             run = None if retrain else _reuse(run_id, runs_dir, ds, same)
             if run is None:
                 say({"stage": "training", "model": name, "seed": seed})
-                run = train_baseline(name, data_cfg, seed=seed, preset=preset_name,
-                                     runs_dir=runs_dir, dataset=ds, progress=say,
-                                     verbose=verbose, overwrite=True)  # fmt: skip
+                try:
+                    run = train_baseline(name, data_cfg, seed=seed, preset=preset_name,
+                                         runs_dir=runs_dir, dataset=ds, progress=say,
+                                         verbose=verbose, overwrite=True)  # fmt: skip
+                except CatalogTooLarge as err:
+                    say({"stage": "skipped", "model": name, "reason": str(err)})
+                    break
             else:
                 say({"stage": "reused", "model": name, "run_id": run_id})
             out.setdefault(name, []).append(run)
@@ -183,7 +202,8 @@ def build(
 
 
 def verdict(df: pd.DataFrame, metric: str = "ndcg@10", alpha: float = 0.05) -> str:
-    """One sentence: does the best attention variant beat every baseline (paired p < alpha)?"""
+    """Does the best attention variant beat every baseline (paired p < alpha)? Then the best
+    sequential and the best non-sequential baseline (`baselines_line`)."""
     att, base = df[df["kind"] == "attention"], df[df["kind"] == "baseline"]
     if att.empty or base.empty:
         return "needs at least one attention variant and one baseline"
@@ -192,15 +212,61 @@ def verdict(df: pd.DataFrame, metric: str = "ndcg@10", alpha: float = 0.05) -> s
     if df.attrs.get("reference") == best_att["model"]:
         worst_p = base[f"{metric}_p"].max()
         beats = "beats every baseline" if worst_p < alpha else "does not beat every baseline"
-        return (
+        head = (
             f"{best_att['model']} (best attention variant) {beats} with p < {alpha} on "
             f"{metric}: +{gap:.4f} over {best_base['model']}, largest p = {worst_p:.4f}"
         )
-    return (
-        f"the best attention variant, {best_att['model']}, does not beat every baseline: "
-        f"{best_base['model']} leads by {-gap:.4f} {metric} "
-        f"(paired p = {best_att[f'{metric}_p']:.4f})"
-    )
+    else:
+        head = (
+            f"the best attention variant, {best_att['model']}, does not beat every baseline: "
+            f"{best_base['model']} leads by {-gap:.4f} {metric} "
+            f"(paired p = {best_att[f'{metric}_p']:.4f})"
+        )
+    return f"{head}; {baselines_line(base, metric)}"
+
+
+def best_baselines(
+    df: pd.DataFrame,
+    metric: str = "ndcg@10",
+    *,
+    label: str = "model",
+    model_types: dict[str, str] | None = None,
+) -> dict[str, pd.Series | None]:
+    """The best sequential and the best non-sequential baseline of a metrics table.
+
+    Args:
+      df: a leaderboard table (labels in "model") or an `evaluation.compare` table (label="run");
+      metric: the column to maximise; model_types: label -> model type, for labels that are not
+        model types themselves (run ids); rows of other types (attention variants) are ignored.
+    Returns:
+      {"sequential": the best row or None, "non-sequential": the best row or None}.
+    """
+    types = df[label].map(lambda lab: (model_types or {}).get(lab, lab))
+    out: dict[str, pd.Series | None] = {}
+    for group, members in BASELINE_GROUPS.items():
+        rows = df[types.isin(members)]
+        out[group] = None if rows.empty else rows.loc[rows[metric].idxmax()]
+    return out
+
+
+def baselines_line(
+    df: pd.DataFrame,
+    metric: str = "ndcg@10",
+    *,
+    label: str = "model",
+    model_types: dict[str, str] | None = None,
+) -> str:
+    """'best sequential baseline: markov (ndcg@10 0.0768 [0.0650, 0.0890]); best non-sequential
+    baseline: ease (...)', or 'no sequential baseline' where there is none (`best_baselines`)."""
+    parts = []
+    for group, row in best_baselines(df, metric, label=label, model_types=model_types).items():
+        if row is None:
+            parts.append(f"no {group} baseline")
+            continue
+        lo, hi = row.get(f"{metric}_ci_low"), row.get(f"{metric}_ci_high")
+        ci = "" if lo is None or hi is None else f" [{lo:.4f}, {hi:.4f}]"
+        parts.append(f"best {group} baseline: {row[label]} ({metric} {row[metric]:.4f}{ci})")
+    return "; ".join(parts)
 
 
 def _cell(row: pd.Series, m: str) -> str:

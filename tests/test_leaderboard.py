@@ -13,6 +13,7 @@ from recexplain.baselines import BASELINES
 from recexplain.cli import main
 from recexplain.config import ATTENTION_VARIANTS, DataConfig
 from recexplain.evaluation import Ranking, compare
+from recexplain.item_baselines import CatalogTooLarge
 
 
 def _ranking(n_greater: list[int], targets: list[int] | None = None) -> Ranking:
@@ -54,6 +55,49 @@ def test_verdict_says_whether_the_best_attention_variant_beats_every_baseline():
     df["kind"] = df["model"].map(kinds)
     text = leaderboard.verdict(df)
     assert "does not beat every baseline: ease leads by" in text and "p = 0.0" in text
+    assert "no sequential baseline; best non-sequential baseline: ease (ndcg@10 1.0000" in text
+
+
+def test_verdict_names_the_best_sequential_and_non_sequential_baseline():
+    good, bad = _ranking([0] * 12), _ranking([15] * 12)
+    models = {"multiplicative": good, "markov": _ranking([3] * 12), "multistep": bad,
+              "sasrec": bad, "ease": _ranking([5] * 12), "pop": bad}  # fmt: skip
+    df = leaderboard.table({name: [r] for name, r in models.items()})
+    df["kind"] = ["attention" if m == "multiplicative" else "baseline" for m in df["model"]]
+    best = leaderboard.best_baselines(df)
+    assert best["sequential"]["model"] == "markov" and best["non-sequential"]["model"] == "ease"
+    text = leaderboard.verdict(df)
+    assert text.startswith("multiplicative (best attention variant) beats every baseline")
+    # rank 3 (0-based): 1 / log2(5); rank 5: 1 / log2(7)
+    assert "; best sequential baseline: markov (ndcg@10 0.4307 [0.4307, 0.4307]); " in text
+    assert text.endswith("best non-sequential baseline: ease (ndcg@10 0.3562 [0.3562, 0.3562])")
+    assert set(leaderboard.BASELINE_GROUPS["sequential"]) == {"sasrec", "markov", "multistep"}
+    assert set(sum(leaderboard.BASELINE_GROUPS.values(), ())) == set(BASELINES)
+
+
+def test_baselines_line_reads_compare_tables_labelled_by_run_id():
+    good, mid, worse = _ranking([0] * 6), _ranking([1] * 6), _ranking([5] * 6)
+    table = compare({"run-a": good, "run-b": worse, "additive": mid})
+    types = {"run-a": "pop", "run-b": "multistep", "additive": "attention"}
+    line = leaderboard.baselines_line(table, label="run", model_types=types)
+    assert line.startswith("best sequential baseline: run-b (ndcg@10 0.3562")
+    assert "best non-sequential baseline: run-a (ndcg@10 1.0000" in line
+    assert leaderboard.baselines_line(table.iloc[2:], label="run", model_types=types) == (
+        "no sequential baseline; no non-sequential baseline"
+    )
+
+
+def test_a_baseline_too_large_for_memory_is_skipped_not_fatal(planted, tmp_path, monkeypatch):
+    def refuse(name, *args, **kwargs):
+        raise CatalogTooLarge(f"{name} on 60,000 items needs about 40.2 GiB")
+
+    monkeypatch.setattr(leaderboard, "train_baseline", refuse)
+    events: list[dict] = []
+    runs = leaderboard._baseline_runs(DataConfig(dataset="synthetic"), planted[0], tmp_path, 1,
+                                      "tiny", ("ease",), True, events.append, False)  # fmt: skip
+    assert runs == {}
+    assert events[-1] == {"stage": "skipped", "model": "ease",
+                          "reason": "ease on 60,000 items needs about 40.2 GiB"}  # fmt: skip
 
 
 def test_models_ranked_on_other_users_are_refused():
