@@ -33,8 +33,9 @@ import scipy.sparse as sp
 from recexplain.split import Split
 
 KNN_BLOCK_ENTRIES = 1 << 22  # dense similarities per item-kNN fitting block (32 MB as float64)
-# Gram (float64, inverted in place) + weights (float32), measured by benchmarks/baseline_memory.py
-EASE_BYTES_PER_ENTRY = 12
+# Gram (float64, inverted in place: 8) + weights (float32: 4) + LAPACK workspace and the Gram's
+# building blocks (measured 12.5 bytes per entry at 10k items, 13.6 at 5k: baseline_memory.py)
+EASE_BYTES_PER_ENTRY = 13
 
 
 class CatalogTooLarge(ValueError):
@@ -204,18 +205,25 @@ def knn_weights(
     if k < 1 or shrink < 0:
         raise ValueError(f"item-kNN needs k >= 1 and shrink >= 0, got k={k}, shrink={shrink}")
     xc = sp.csc_matrix(x, dtype=np.float64)
-    xt, n = xc.T.tocsr(), xc.shape[1]
+    n = xc.shape[1]
     norms = np.sqrt(np.asarray(xc.multiply(xc).sum(axis=0)).ravel())
-    width = max(1, block_entries // n)
-    parts = [_knn_block(xt, xc, norms, a, min(n, a + width), k, shrink) for a in range(0, n, width)]
+    parts = [_knn_block(co, norms, a, b, k, shrink) for a, b, co in _co_blocks(xc, block_entries)]
     rows, cols, vals = (np.concatenate(p) for p in zip(*parts, strict=True))
     return sp.csr_matrix((vals, (rows, cols)), shape=(n, n), dtype=np.float32)
 
 
-def _knn_block(xt, xc, norms, a: int, b: int, k: int, shrink: float):
+def _co_blocks(xc: sp.csc_matrix, block_entries: int):
+    """Yields (a, b, dense float64 [N + 1, b - a] co-occurrence counts X^T X[:, a:b])."""
+    xt, n = xc.T.tocsr(), xc.shape[1]
+    width = max(1, block_entries // n)
+    for a in range(0, n, width):
+        b = min(n, a + width)
+        yield a, b, (xt @ xc[:, a:b]).toarray()
+
+
+def _knn_block(co: np.ndarray, norms: np.ndarray, a: int, b: int, k: int, shrink: float):
     """(rows, cols, values) of the kept similarities of candidate columns a..b-1."""
-    n = xc.shape[1]
-    co = (xt @ xc[:, a:b]).toarray()  # [N + 1, b - a] co-occurrence counts
+    n = len(co)
     denom = norms[:, None] * norms[None, a:b] + shrink
     sim = np.divide(co, denom, out=np.zeros_like(co), where=denom > 0)
     sim[np.arange(a, b), np.arange(b - a)] = 0.0
@@ -260,11 +268,12 @@ def ease_weights(x: sp.spmatrix | np.ndarray, lam: float, *, max_bytes: int | No
         raise CatalogTooLarge(
             f"EASE on {n - 1:,} items needs about {need / 2**30:.1f} GiB "
             f"({EASE_BYTES_PER_ENTRY} bytes x (N + 1)^2: a dense float64 Gram matrix inverted in "
-            f"place and the float32 weights), over the budget of {budget / 2**30:.1f} GiB; use "
-            "item-kNN or a transition baseline on this catalog"
+            f"place, the float32 weights and workspace), over the budget of "
+            f"{budget / 2**30:.1f} GiB; use item-kNN or a transition baseline on this catalog"
         )
-    xs = sp.csr_matrix(x, dtype=np.float64)
-    gram = (xs.T @ xs).toarray(order="F")  # symmetric, Fortran order: inverted in place
+    gram = np.empty((n, n), order="F")  # Fortran order: inverted in place
+    for a, b, co in _co_blocks(sp.csc_matrix(x, dtype=np.float64), 1 << 20):
+        gram[:, a:b] = co  # never a sparse copy of a near-dense Gram matrix
     gram[np.diag_indices_from(gram)] += lam
     p = scipy.linalg.inv(gram, overwrite_a=True, check_finite=False)
     del gram
