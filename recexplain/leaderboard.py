@@ -129,7 +129,25 @@ def _attention_runs(data_cfg, ds, runs_dir, seeds, preset_name, say, verbose) ->
     return out
 
 
-def _baseline_runs(data_cfg, ds, runs_dir, seeds, preset_name, models, retrain, say, verbose):
+def baseline_runs(
+    data_cfg: DataConfig,
+    ds: Dataset,
+    runs_dir: str | Path,
+    *,
+    models: tuple[str, ...] = BASELINES,
+    seeds: int = 1,
+    preset_name: str = "default",
+    retrain: bool = False,
+    progress: Progress | None = None,
+    verbose: bool = False,
+) -> dict[str, list[Run]]:
+    """Baseline runs <dataset>-<name>-s<seed>: reused when saved for this data, preset and seed,
+    else tuned and saved (`baselines.train_baseline`); deterministic baselines use seed 0 only.
+
+    Returns:
+      name -> its runs; a baseline refusing the catalog (`CatalogTooLarge`) is left out.
+    """
+    say, runs_dir = progress or (lambda event: None), Path(runs_dir)
     out: dict[str, list[Run]] = {}
     for name in models:
         for seed in range(1 if name in DETERMINISTIC else seeds):
@@ -185,8 +203,9 @@ def build(
     say({"stage": "loading data"})
     ds = load_dataset(data_cfg)
     runs = _attention_runs(data_cfg, ds, runs_dir, seeds, preset_name, say, verbose)
-    runs.update(_baseline_runs(data_cfg, ds, runs_dir, seeds, preset_name, models, retrain,
-                               say, verbose))  # fmt: skip
+    runs.update(baseline_runs(data_cfg, ds, runs_dir, models=models, seeds=seeds,
+                              preset_name=preset_name, retrain=retrain, progress=say,
+                              verbose=verbose))  # fmt: skip
     say({"stage": "tabulating"})
     df = table({label: [r.ranking("test") for r in rs] for label, rs in runs.items()})
     kinds = {label: "attention" if label in ATTENTION_VARIANTS else "baseline" for label in runs}

@@ -93,8 +93,10 @@ def test_a_baseline_too_large_for_memory_is_skipped_not_fatal(planted, tmp_path,
 
     monkeypatch.setattr(leaderboard, "train_baseline", refuse)
     events: list[dict] = []
-    runs = leaderboard._baseline_runs(DataConfig(dataset="synthetic"), planted[0], tmp_path, 1,
-                                      "tiny", ("ease",), True, events.append, False)  # fmt: skip
+    runs = leaderboard.baseline_runs(
+        DataConfig(dataset="synthetic"), planted[0], tmp_path, models=("ease",),
+        preset_name="tiny", progress=events.append,
+    )  # fmt: skip
     assert runs == {}
     assert events[-1] == {"stage": "skipped", "model": "ease",
                           "reason": "ease on 60,000 items needs about 40.2 GiB"}  # fmt: skip
