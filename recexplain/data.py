@@ -251,7 +251,9 @@ def _codes(ids: pd.Series, raw: RawTable, key: str) -> tuple[np.ndarray, np.ndar
     if values.dtype.kind in "iu":
         values = values.astype(np.int64, copy=False)
     elif (
-        values.dtype.kind == "f" and np.isfinite(values).all() and (values == values.round()).all()
+        values.dtype.kind == "f"
+        and (np.abs(values) < 2.0**63).all()  # also False for NaN and infinities
+        and (values == values.round()).all()
     ):
         values = values.astype(np.int64)
     codes, uniques = pd.factorize(values, sort=True)

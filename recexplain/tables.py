@@ -260,7 +260,7 @@ def _ids(arr: pa.ChunkedArray, raw: RawTable, column: str):
     if pa.types.is_integer(arr.type):
         values = arr.to_numpy()
         if values.dtype == np.uint64 and (values > np.iinfo(np.int64).max).any():
-            return values.astype(object)  # ids above int64: kept exact, as Python ints
+            return arr.cast(pa.string()).to_pandas()  # ids above int64 are kept exact, as text
         return values.astype(np.int64, copy=False)
     if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
         try:  # same ids from CSV and Parquet must give the same table, whatever the storage
