@@ -3,7 +3,10 @@
 Fuzzing (hypothesis): every generated case either loads or fails with a recexplain error whose
 message names the problem; nothing else escapes and nothing is written to runs/. Case counts
 (together >= 1,000 per run of this file): data files 300 + 150, uploads 150, URL parameters
-250 (the app's parameter handling without a browser) + 18 (AppTest pages), CLI arguments 200.
+250 (the app's parameter handling without a browser) + 18 (AppTest pages), CLI arguments 200;
+issue 15: control characters in titles through every export in-process 40 and through item
+files 40, NaN and out-of-range ids and timestamps 150, Host headers at a real server 60
+(1,358 in all).
 """
 
 from __future__ import annotations
@@ -316,6 +319,8 @@ ARG = st.one_of(
             "inf",
             "tiny-additive",
             "synthetic",
+            "99999999999999999999",  # beyond int64: a seed used to overflow deep inside JAX
+            "100000",
         ]
     ),  # fmt: skip
 )
@@ -329,7 +334,8 @@ def cli_args(draw) -> tuple[str, list[str]]:
     if draw(st.booleans()):
         return command, draw(st.lists(ARG, max_size=6))
     run = draw(st.one_of(st.just("tiny-additive"), PARAM_TEXT))
-    value = st.one_of(st.integers(-5, 400).map(str), PARAM_TEXT)
+    value = st.one_of(st.integers(-5, 400).map(str), PARAM_TEXT,
+                      st.sampled_from(["100000", "99999999999999999999"]))  # fmt: skip
     args = {
         "evaluate": [run],
         "compare": [run, draw(st.one_of(st.just("tiny-additive"), PARAM_TEXT))],
