@@ -34,6 +34,9 @@ if info.get("dropped"):
 st.subheader("Runs")
 table = D.runs_table(s.runs_dir)
 st.dataframe(table, hide_index=True, width="stretch")
+broken = table.loc[table["status"] == "broken", "run_id"].tolist() if len(table) else []
+if broken:
+    st.warning(D.md(f"Broken runs, left out of every page: {', '.join(broken)} (see 'error')."))
 
 metric = st.selectbox("Leaderboard metric", ["ndcg@10", "hr@10", "mrr@10", "ndcg@20", "hr@20"])
 metrics = {rid: W.run_metrics(rid, s.runs_dir) for rid in W.runs_on(table, ds.fingerprint)}

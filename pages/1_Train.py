@@ -8,7 +8,7 @@ import streamlit as st
 from recexplain import dashboard as D
 from recexplain import jobs
 from recexplain.config import ATTENTION_VARIANTS, PRESETS, ColumnMap, DataConfig, preset
-from recexplain.data import dataset_info
+from recexplain.data import DataError, dataset_info
 from recexplain.runs import check_run_id
 
 NONE = "(none)"
@@ -56,7 +56,13 @@ else:
     data_cfg = DataConfig(dataset=source)
 
 with D.guard("The data did not load"), st.spinner("Loading and checking the data…"):
-    ds = D.get_dataset(data_cfg)
+    try:
+        ds = D.get_dataset(data_cfg)
+    except DataError:  # a rejected upload leaves nothing in the upload cache
+        if source == "upload a file":
+            for stored in filter(None, (data_cfg.path, data_cfg.items_path)):
+                jobs.discard_upload(stored)
+        raise
 info = dataset_info(ds)
 st.success(D.md(f"{info['name']}: {info['users']:,} users, {info['items']:,} items, "
                 f"{info['interactions']:,} interactions, {info['time_min']} to "

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import io
 import json
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -34,7 +37,8 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--implicit-threshold", type=float, default=None, help="keep only ratings >= this value"
     )
-    g.add_argument("--k-core", type=int, default=0, help="keep users/items with >= k interactions")
+    g.add_argument("--k-core", type=_int_arg, default=0,
+                   help="keep users/items with >= k interactions")  # fmt: skip
     g.add_argument(
         "--drop-duplicates",
         action="store_true",
@@ -71,15 +75,30 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     )
     g = p.add_argument_group("several processes or machines (jax.distributed; see README)")
     g.add_argument("--coordinator", default=None, help="host:port of process 0, e.g. 10.0.0.1:1234")
-    g.add_argument("--num-processes", type=int, default=1, help="processes in the job")
-    g.add_argument("--process-id", type=int, default=0, help="this process, 0..num-processes-1")
-    g.add_argument("--join-timeout", type=int, default=300,
+    g.add_argument("--num-processes", type=_int_arg, default=1, help="processes in the job")
+    g.add_argument("--process-id", type=_int_arg, default=0,
+                   help="this process, 0..num-processes-1")  # fmt: skip
+    g.add_argument("--join-timeout", type=_int_arg, default=300,
                    help="seconds to wait for the other processes (default 300)")  # fmt: skip
     for f in dataclasses.fields(C.ModelConfig) + dataclasses.fields(C.TrainConfig):
         if f.name == "attention":
             continue
         flag = "--" + f.name.replace("_", "-")
         p.add_argument(flag, dest=f.name, default=None, help=f"override {f.name}")
+
+
+INT_RANGE = (-(2**31), 2**31 - 1)  # integer flags: seeds and sizes (a bigger seed overflowed)
+
+
+def _int_arg(text: str) -> int:
+    """argparse type: an integer within INT_RANGE."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if not INT_RANGE[0] <= value <= INT_RANGE[1]:
+        raise argparse.ArgumentTypeError(f"{value} is out of range {INT_RANGE[0]}..{INT_RANGE[1]}")
+    return value
 
 
 def _override(cfg: Any, a: argparse.Namespace) -> Any:
@@ -89,12 +108,15 @@ def _override(cfg: Any, a: argparse.Namespace) -> Any:
         if raw is None or f.name == "attention":
             continue
         current = getattr(cfg, f.name)
+        flag = "--" + f.name.replace("_", "-")
         if isinstance(current, bool):
             changes[f.name] = raw.lower() in ("1", "true", "yes", "on")
-        elif current is None:
-            changes[f.name] = int(raw)
-        else:
-            changes[f.name] = type(current)(raw)
+            continue
+        kind = int if current is None else type(current)
+        try:
+            changes[f.name] = _int_arg(raw) if kind is int else kind(raw)
+        except (ValueError, argparse.ArgumentTypeError) as err:
+            raise ValueError(f"{flag} {raw}: not a valid {kind.__name__} ({err})") from None
     return dataclasses.replace(cfg, **changes)
 
 
@@ -316,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("recommend", help="top-k for a user with the history items behind each")
     r.add_argument("run")
     r.add_argument("--user", required=True, help="original user id")
-    r.add_argument("-k", type=int, default=10)
+    r.add_argument("-k", type=_int_arg, default=10)
     r.add_argument("--json", action="store_true")
     x = sub.add_parser("explain", help="weight of each history item for (user, item)")
     x.add_argument("run")
@@ -326,15 +348,15 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--json", action="store_true")
     f = sub.add_parser("faithfulness", help="score every attribution method of a run")
     f.add_argument("run")
-    f.add_argument("--users", type=int, default=200, help="test users sampled (default 200)")
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--users", type=_int_arg, default=200, help="test users sampled (default 200)")
+    f.add_argument("--seed", type=_int_arg, default=0)
     f.add_argument("--json", action="store_true", help="print the JSON report, not the table")
     sub.add_parser("runs", help="list saved runs")
     q = sub.add_parser("quickstart", help="train (or reuse) the three variants and compare them")
     q.add_argument("--preset", choices=sorted(C.PRESETS), default="default")
     _data_args(q)
     lb = sub.add_parser("leaderboard", help="train or reuse every model; table with CIs, p-values")
-    lb.add_argument("--seeds", type=int, default=1, help="seeds per trained model (default 1)")
+    lb.add_argument("--seeds", type=_int_arg, default=1, help="seeds per trained model (default 1)")
     lb.add_argument("--preset", choices=sorted(C.PRESETS), default="default")
     lb.add_argument("--models", default="pop,itemknn,ease,bpr,sasrec", help="baselines to include")
     lb.add_argument("--retrain", action="store_true", help="refit baselines even if saved")
@@ -350,13 +372,37 @@ COMMANDS["faithfulness"] = cmd_faithfulness
 COMMANDS["leaderboard"] = cmd_leaderboard
 
 
+_TERMINAL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # all control characters but \t, \n
+
+
+def printable(text: str) -> str:
+    """Text with control characters written out as \\xNN: a title holding an escape sequence
+    must not clear, retitle or recolour the terminal."""
+    return _TERMINAL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
+
+
+class _Printable(io.TextIOBase):
+    """A text stream that passes everything written through `printable`."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(printable(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 on bad input, with a one-line message)."""
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        with contextlib.redirect_stdout(_Printable(sys.stdout)):
+            return COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError) as err:  # DataError, RunError are ValueErrors
-        print(f"recexplain {args.command}: error: {err}", file=sys.stderr)
+        print(printable(f"recexplain {args.command}: error: {err}"), file=sys.stderr)
         return EXIT_USAGE
 
 

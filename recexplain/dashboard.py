@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,7 @@ from recexplain import workbench as W
 from recexplain.config import DataConfig, dumps, from_dict
 from recexplain.data import DataError, Dataset, load_dataset
 from recexplain.runs import Run, RunError, check_run_id, list_runs, load_run, load_split
+from recexplain.sources import clean_text
 from recexplain.workbench import Settings, settings
 
 KNOWN_ERRORS = (RunError, DataError, ValueError, KeyError, OSError)
@@ -57,10 +59,20 @@ def guard(what: str) -> Iterator[None]:
         st.stop()
 
 
+_JOIN = "\u2060"  # WORD JOINER: invisible; breaks the patterns below without changing the text
+_AUTOMATIC = re.compile(r"(?<=:)(?=\S)|(?<=@)(?=\S)|(?<=www)(?=\.)", re.IGNORECASE)
+
+
 def md(text: Any) -> str:
-    """Text from data, escaped for st.markdown (no formatting, links or HTML)."""
-    out = str(text)
-    for ch in "\\`*_{}[]()#+-.!|<>~$":
+    """Text from data, escaped for st.markdown: shown as plain text (no formatting, links, HTML,
+    headings, emoji or icons).
+
+    Markdown punctuation is backslash-escaped and line breaks become spaces; Streamlit turns
+    `www.x`, `http://x`, `a@b.c`, `:smile:` and `:material/...:` into links and icons after
+    markdown's escaping, so a word joiner follows each ':' and '@' and sits inside "www.".
+    """
+    out = _AUTOMATIC.sub(_JOIN, clean_text(text))
+    for ch in "\\`*_{}[]()#+-.!|<>~$=":
         out = out.replace(ch, "\\" + ch)
     return out
 
@@ -116,15 +128,10 @@ def get_split(run: Run) -> tuple[Dataset, Any]:
     return _dataset(cfg_json), _split(cfg_json, run.fingerprint, run)
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
-def _runs_table(runs_dir: str, stamp: int) -> pd.DataFrame:
-    return list_runs(runs_dir)
-
-
 def runs_table(runs_dir: Path | None = None) -> pd.DataFrame:
-    """list_runs, re-read whenever a run folder appears or disappears."""
-    d = Path(runs_dir or settings().runs_dir)
-    return _runs_table(str(d), d.stat().st_mtime_ns if d.is_dir() else 0)
+    """list_runs (not cached here: it re-checks a run's checksums only when a file changed, so
+    an edited metrics.json is marked broken at once)."""
+    return list_runs(Path(runs_dir or settings().runs_dir))
 
 
 # -- recommendations and explanations ------------------------------------------------------------

@@ -41,6 +41,7 @@ from recexplain.sources import (
     Progress,
     RawTable,
     cache_root,
+    escape_ids,
     fetch,
     fetch_source,
     offline_requested,
@@ -52,11 +53,11 @@ from recexplain.tables import read_file_table, read_interactions_file
 
 __all__ = [
     "DATASETS", "ML100K_FINGERPRINT", "DataError", "DataReport", "Dataset", "cache_root",
-    "compute_fingerprint", "dataset_info", "fetch", "load_dataset", "read_interactions_file",
-    "synthetic_planted",
+    "check_evaluable", "compute_fingerprint", "dataset_info", "fetch", "load_dataset",
+    "read_interactions_file", "synthetic_planted",
 ]  # fmt: skip
 
-CACHE_FORMAT = 1  # bump when the cached tables or their meaning change
+CACHE_FORMAT = 2  # bump when the cached tables or their meaning change (2: text cleaned)
 _DUPLICATE = "duplicate (user,item,timestamp)"
 _FINGERPRINT_DTYPES = (("user", "<i4"), ("item", "<i4"), ("timestamp", "<i8"), ("rating", "<f4"))
 _CANONICAL_DTYPES = {"user": "int32", "item": "int32", "timestamp": "int64", "rating": "float32"}
@@ -209,8 +210,8 @@ def canonicalise(
       The Dataset with fingerprint and report.
     """
     inter = raw.interactions
-    user_code, user_ids = _codes(inter["user_id"])
-    item_code, item_uniques = _codes(inter["item_id"])
+    user_code, user_ids = _codes(inter["user_id"], raw, "user_id")
+    item_code, item_uniques = _codes(inter["item_id"], raw, "item_id")
     times = inter["timestamp"].to_numpy(np.int64)
     ratings = inter["rating"].to_numpy(np.float32)
     order = _canonical_order(user_code, times)  # sorted once; filters keep the order
@@ -239,21 +240,40 @@ def canonicalise(
                    report)  # fmt: skip
 
 
-def _codes(ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+def _codes(ids: pd.Series, raw: RawTable, key: str) -> tuple[np.ndarray, np.ndarray]:
     """Dense codes in sorted order of the original ids, and those ids.
 
     Integer ids become int64, and so do integral floats: 1.0 in one file and 1 in another are
-    one id.
+    one id. Control characters in text ids are written out (`sources.escape_text`); a missing
+    id, or two ids that only differ in such characters, is a DataError.
     """
     values = ids.to_numpy()
     if values.dtype.kind in "iu":
         values = values.astype(np.int64, copy=False)
     elif (
-        values.dtype.kind == "f" and np.isfinite(values).all() and (values == values.round()).all()
+        values.dtype.kind == "f"
+        and (np.abs(values) < 2.0**63).all()  # also False for NaN and infinities
+        and (values == values.round()).all()
     ):
         values = values.astype(np.int64)
     codes, uniques = pd.factorize(values, sort=True)
-    return codes, uniques.to_numpy() if isinstance(uniques, pd.Index) else np.asarray(uniques)
+    column = raw.names.get(key, key)
+    if len(codes) and codes.min() < 0:
+        raise DataError("missing id", column=column, **raw.where(int(np.argmax(codes < 0))))
+    uniques = uniques.to_numpy() if isinstance(uniques, pd.Index) else np.asarray(uniques)
+    clean = escape_ids(uniques)
+    if clean is uniques or (clean == uniques).all():
+        return codes, uniques
+    renumber, merged = pd.factorize(clean, sort=True)
+    if len(merged) < len(uniques):
+        seen: dict = {}
+        for original, written in zip(uniques, clean, strict=True):
+            if written in seen:
+                raise DataError(f"ids {seen[written]!r} and {original!r} are the same id once"
+                                f" control characters are written out ({written!r})",
+                                file=raw.file, column=column)  # fmt: skip
+            seen[written] = original
+    return renumber[codes], np.asarray(merged, dtype=object)
 
 
 def _compact(codes: np.ndarray, uniques: np.ndarray, keep: np.ndarray):
@@ -443,8 +463,12 @@ def _content_digest(cfg: DataConfig) -> list[str]:
         files = sorted(path.glob("combined_data_*.txt")) + sorted(path.glob("movie_titles.csv"))
         return [f"{f.name}:{sha256_file(f)}" for f in files]
     digests = [sha256_file(path)] if path.is_file() else []
-    if cfg.items_path and Path(cfg.items_path).is_file():
-        digests.append(sha256_file(Path(cfg.items_path)))
+    if cfg.items_path:  # checked here too: a cached table must not hide a misspelled path
+        items = Path(cfg.items_path).expanduser()
+        if not items.is_file():
+            raise DataError("file not found" if not items.exists() else "expected a file",
+                            file=str(items))  # fmt: skip
+        digests.append(sha256_file(items))
     return digests
 
 
@@ -501,6 +525,27 @@ def _write_cache(folder: Path, ds: Dataset) -> None:
 
 
 # ----------------------------------------------------------------------------- summaries
+MIN_EVALUATED = 3  # leave-last-out: a user needs an item to train on, a validation and a test item
+
+
+def check_evaluable(ds: Dataset) -> int:
+    """The number of users leave-last-out can evaluate; DataError when there are none.
+
+    Args:
+      ds: the data set to train on.
+    Returns:
+      How many users have >= MIN_EVALUATED interactions.
+    """
+    counts = np.bincount(ds.interactions["user"].to_numpy(), minlength=ds.n_users)
+    n = int((counts >= MIN_EVALUATED).sum())
+    if n == 0:
+        raise DataError(
+            f"nothing to evaluate in {ds.name}: leave-last-out needs users with >="
+            f" {MIN_EVALUATED} interactions (one to train on, a validation and a test item);"
+            f" 0 of {ds.n_users:,} users have that (most interactions of a user:"
+            f" {int(counts.max(initial=0))})"
+        )
+    return n
 
 
 def dataset_info(ds: Dataset) -> dict:

@@ -90,15 +90,16 @@ def recommend(
         raise ValueError(f"run {run.run_id} is a {run.model_type} baseline: no attention to show")
     if int(k) < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    k = min(int(k), run.n_items)  # a catalog smaller than k: every item, ranked
     history = np.asarray(history, np.int32)
     if len(history) == 0:
         raise ValueError("history is empty: pick at least one item")
+    excluded = _excluded(run.n_items, history, exclude)
+    k = min(int(k), int((~excluded).sum()))  # fewer unseen items than k: every one, ranked
+    if k == 0:
+        raise ValueError("every item is in the history or excluded: nothing left to recommend")
     graphdef, state = nnx.split(run.model)
     seq = window(history, run.max_len)
-    top, scores, weights, _ = _recommend(
-        graphdef, state, seq[None], _excluded(run.n_items, history, exclude), int(k)
-    )
+    top, scores, weights, _ = _recommend(graphdef, state, seq[None], excluded, k)
     top, scores, weights = np.asarray(top), np.asarray(scores), np.asarray(weights)
     rows = []
     for rank, (item, score, w) in enumerate(zip(top, scores, weights, strict=True)):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -16,6 +17,7 @@ import vl_convert as vlc
 
 from recexplain import viz
 from recexplain.explain import Attribution, sentence
+from recexplain.sources import clean_text
 
 CAVEAT = (
     "Attention weights are evidence, not proof, of cause: they show which history items the "
@@ -129,8 +131,25 @@ def report_charts(report: Report) -> list[alt.TopLevelMixin]:
     return [viz.history_weights(report.frame), heatmap]
 
 
+# Characters XML 1.0 does not allow. vl-convert (1.9) panics on any of them in a chart's text
+# and the panic aborts the whole process (the server, for every user): every string of a spec
+# (data values, field names, titles) loses them before it is rendered.
+_XML_INVALID = re.compile(r"[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _xml_safe(obj: Any) -> Any:
+    """A Vega-Lite spec with every string (keys included) stripped of XML-invalid characters."""
+    if isinstance(obj, str):
+        return _XML_INVALID.sub("", obj)
+    if isinstance(obj, dict):
+        return {_xml_safe(k): _xml_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_xml_safe(v) for v in obj]
+    return obj
+
+
 def _spec(chart: alt.TopLevelMixin) -> dict[str, Any]:
-    return chart.to_dict()
+    return _xml_safe(chart.to_dict())
 
 
 def chart_svg(chart: alt.TopLevelMixin) -> str:
@@ -159,7 +178,8 @@ def report_json(report: Report) -> str:
         "variants": [vars(p) for p in report.parts],
         "attributions": frame.to_dict(orient="records"),
     }
-    return json.dumps(data, indent=2, default=_json_default, ensure_ascii=False)
+    data = json.loads(json.dumps(data, default=_json_default))  # plain types only
+    return json.dumps(_xml_safe(data), indent=2, ensure_ascii=False)  # no lone surrogates
 
 
 def _json_default(obj: Any) -> Any:
@@ -171,7 +191,7 @@ def _json_default(obj: Any) -> Any:
 
 
 def _e(text: Any) -> str:
-    return html.escape(str(text), quote=True)
+    return html.escape(clean_text(text), quote=True)
 
 
 def _img(svg: str, alt_text: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import threading
 import time
 import traceback
@@ -181,7 +182,8 @@ def file_columns(path: Path) -> tuple[list[str], pd.DataFrame]:
     """(column names, first rows) of a CSV/TSV/Parquet file, for the column mapping.
 
     Raises:
-      DataError: the file does not parse (the message names the file).
+      DataError: the file does not parse (the message names the file); an upload that does
+        not parse is removed from the upload cache (`discard_upload`).
     """
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
@@ -190,6 +192,19 @@ def file_columns(path: Path) -> tuple[list[str], pd.DataFrame]:
             sep = {".csv": ",", ".tsv": "\t"}.get(path.suffix.lower())
             head = pd.read_csv(path, sep=sep, engine="python", nrows=5)
     except Exception as err:  # any parser error becomes a message naming the file
+        discard_upload(path)
         message = f"cannot read the file ({type(err).__name__}: {err})"
         raise DataError(message, file=path.name) from err
     return [str(c) for c in head.columns], head
+
+
+def discard_upload(path: Path | str) -> bool:
+    """Removes a rejected upload (its <cache>/uploads/<sha256>/ folder); any other path is left
+    alone. Returns whether something was removed."""
+    path = Path(path)
+    uploads = (cache_root() / "uploads").resolve()
+    folder = path.resolve().parent
+    if folder.parent != uploads or not folder.is_dir():
+        return False
+    shutil.rmtree(folder, ignore_errors=True)
+    return True

@@ -41,8 +41,9 @@ from recexplain import config as C
 from recexplain.distributed import checkpointer
 from recexplain.evaluation import Ranking
 
-RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # the whole id (fullmatch: no "\n")
 CHECKPOINT = "checkpoint"
+STALE_AFTER_S = 30 * 60  # hidden temp folders untouched this long belong to a killed process
 
 
 class RunError(ValueError):
@@ -51,7 +52,7 @@ class RunError(ValueError):
 
 def check_run_id(run_id: str) -> str:
     """Returns run_id if it is a safe folder name (letters, digits, . _ -), else raises RunError."""
-    if not isinstance(run_id, str) or not RUN_ID.match(run_id) or ".." in run_id:
+    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id) or ".." in run_id:
         raise RunError(
             f"invalid run id {run_id!r}: use 1-100 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
@@ -234,6 +235,7 @@ def save_run(
       The final run folder.
     """
     check_run_id(run_id)
+    prepare_runs_dir(runs_dir)
     runs_dir = Path(runs_dir).resolve()
     runs_dir.mkdir(parents=True, exist_ok=True)
     final = runs_dir / run_id
@@ -308,19 +310,38 @@ def _read_json(path: Path) -> Any:
 
 
 def resolve_run(run: str | Path, runs_dir: str | Path = "runs") -> Path:
-    """A run id inside runs_dir, or a path to a run folder; raises RunError if absent."""
-    path = Path(run)
-    if not path.is_dir():
-        path = Path(runs_dir) / check_run_id(str(run))
+    """The folder of a run: a run id is looked up in runs_dir only; a Path, or text with a
+    path separator ("./xss", "/abs/run"), is a folder path. Raises RunError if absent.
+
+    (A folder named like a run id in the working directory never shadows the run.)
+    """
+    text = str(run)
+    if isinstance(run, Path) or any(sep and sep in text for sep in ("/", os.sep, os.altsep)):
+        path = Path(run)
+        if isinstance(run, str) and not path.is_dir():
+            check_run_id(text)  # neither a folder nor an id: "invalid run id"
+    else:
+        path = Path(runs_dir) / check_run_id(text)
     if not (path / "manifest.json").is_file():
         raise RunError(f"no run at {path} (missing manifest.json)")
     return path
 
 
+def _manifest_files(path: Path, manifest: Any) -> dict[str, str]:
+    """The manifest's {relative file name: sha256}; RunError when it is malformed."""
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in files.items()
+    ):
+        raise RunError(f"{path.name}: manifest.json is malformed (expected \"files\": a mapping"
+                       " of file names to SHA-256 digests)")  # fmt: skip
+    return files
+
+
 def verify_manifest(path: Path) -> dict[str, Any]:
     """Checks every file listed in manifest.json against its SHA-256; returns the manifest."""
     manifest = _read_json(path / "manifest.json")
-    for name, digest in manifest.get("files", {}).items():
+    for name, digest in _manifest_files(path, manifest).items():
         file = path / name
         if not file.resolve().is_relative_to(path.resolve()):
             raise RunError(f"{path.name}: manifest names a file outside the run: {name!r}")
@@ -423,31 +444,122 @@ def load_split(run: Run, dataset: Any = None) -> Any:
     return ds, leave_last_out(ds)
 
 
+# checked run folder -> (stat of its manifest and of every file it lists, error or None)
+_CHECKED: dict[str, tuple[tuple, str | None]] = {}
+
+
+def check_run(path: Path) -> str | None:
+    """Why a run folder fails `verify_manifest` (None: it passes), cached until a file changes.
+
+    The cache key is the size and mtime of manifest.json and of every file it lists, so a
+    listing costs a few stat calls per run; a changed, added or removed file is hashed again.
+    """
+    try:
+        manifest = _read_json(path / "manifest.json")
+        files = _manifest_files(path, manifest)
+    except RunError as err:
+        return str(err)
+    stamp = tuple(_stat(path / name) for name in ["manifest.json", *sorted(files)])
+    key = str(path.resolve())
+    cached = _CHECKED.get(key)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    try:
+        verify_manifest(path)
+        error = None
+    except (RunError, OSError) as err:
+        error = str(err)
+    _CHECKED[key] = (stamp, error)
+    return error
+
+
+def _stat(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
 def list_runs(runs_dir: str | Path = "runs") -> pd.DataFrame:
-    """One row per complete run (hidden temp folders are skipped; broken runs say why)."""
+    """One row per run folder: status "ok", or "broken" with the error (a missing or changed
+    file, a checksum that does not match); a broken run's metrics are not shown. Hidden temp
+    folders are skipped."""
     rows = []
     runs_dir = Path(runs_dir)
     for path in sorted(runs_dir.iterdir()) if runs_dir.is_dir() else []:
         if path.name.startswith(".") or not path.is_dir():
             continue
         row: dict[str, Any] = {"run_id": path.name}
+        error = check_run(path)
         try:
             manifest = _read_json(path / "manifest.json")
             cfg = _read_json(path / "config.json")
-            metrics = _read_json(path / "metrics.json")
+            metrics = {} if error else _read_json(path / "metrics.json")
         except RunError as err:
-            rows.append({**row, "error": str(err)})
+            rows.append({**row, "status": "broken", "error": error or str(err)})
             continue
-        test = metrics.get("test", {})
+        test = metrics.get("test", {}) if isinstance(metrics, dict) else {}
+        cfg = cfg if isinstance(cfg, dict) else {}
         row.update(
+            status="broken" if error else "ok",
             model_type=cfg.get("model_type"),
             attention=(cfg.get("model") or {}).get("attention"),
             dataset=(cfg.get("data") or {}).get("dataset"),
-            fingerprint=manifest.get("fingerprint"),
-            created=manifest.get("created"),
+            fingerprint=manifest.get("fingerprint") if isinstance(manifest, dict) else None,
+            created=manifest.get("created") if isinstance(manifest, dict) else None,
             ndcg_at_10=test.get("ndcg@10", {}).get("mean"),
             hr_at_10=test.get("hr@10", {}).get("mean"),
-            error=None,
+            error=error,
         )
         rows.append(row)
-    return pd.DataFrame(rows, columns=None if rows else ["run_id", "error"])
+    return pd.DataFrame(rows, columns=None if rows else ["run_id", "status", "error"])
+
+
+def prepare_runs_dir(runs_dir: str | Path) -> list[Path]:
+    """Checks that runs_dir is (or can become) a folder, and removes what killed processes left.
+
+    Removed, once untouched for STALE_AFTER_S: `.tmp-*` (a run being written by save_run),
+    `.old-*` (a run being replaced), and `.partial-<id>` only when the run <id> was saved after
+    it. Any other `.partial-<id>` is the checkpoint `train --resume` continues from: kept.
+
+    Returns:
+      The folders removed.
+    Raises:
+      RunError: runs_dir, or a folder above it, is a file.
+    """
+    runs_dir = Path(runs_dir)
+    above = runs_dir
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if above.exists() and not above.is_dir():
+        where = "" if above == runs_dir else f"{runs_dir}: "
+        raise RunError(f"runs folder {where}{above} is a file, not a folder")
+    if not runs_dir.is_dir():
+        return []
+    removed, now = [], time.time()
+    for path in runs_dir.iterdir():
+        name = path.name
+        saved = runs_dir / name.removeprefix(".partial-") / "manifest.json"
+        finished = name.startswith(".partial-") and saved.is_file()
+        if path.is_symlink() or not path.is_dir():
+            continue
+        if not (name.startswith((".tmp-", ".old-")) or finished):
+            continue
+        newest = _newest_mtime(path)
+        if now - newest < STALE_AFTER_S or (finished and newest >= saved.stat().st_mtime):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _newest_mtime(folder: Path) -> float:
+    """The latest mtime in a folder tree (a checkpoint being written touches files deep down)."""
+    times = [folder.stat().st_mtime]
+    for p in folder.rglob("*"):
+        try:
+            times.append(p.lstat().st_mtime)
+        except OSError:
+            continue
+    return max(times)

@@ -15,6 +15,7 @@ import http.client
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -106,12 +107,51 @@ class RawTable:
     first_line: int | None = 2  # line (or row) number of interactions row 0; None: no mapping
     row_label: str = "line"  # "line" for text files, "row" for Parquet
     notes: list[str] = field(default_factory=list)
+    names: dict[str, str] = field(default_factory=dict)  # user_id/... -> the file's column name
 
     def where(self, index: int) -> dict:
         """DataError keyword arguments locating interactions row `index` (0-based)."""
         if self.first_line is None:
             return {"file": self.file, "row": index + 1, "row_label": "data row"}
         return {"file": self.file, "row": index + self.first_line, "row_label": self.row_label}
+
+
+# ----------------------------------------------------------------------------- text from data
+# Titles, genres and ids are cleaned once, when they are read: control characters reach the
+# terminal (escape sequences), markdown (line breaks) and vl-convert, which aborts the whole
+# process on a character XML does not allow (NUL, ESC, VT, U+FFFE, ...).
+_SPACES = re.compile(r"[\t\n\v\f\r\x1c-\x1f\x85\u2028\u2029]")  # line breaks, tabs, separators
+_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\ud800-\udfff\ufffe\uffff]")
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff\u2028\u2029]")
+
+
+def clean_text(text: object) -> str:
+    """Text safe for a terminal, markdown and XML: line breaks and tabs become spaces, other
+    control characters, lone surrogates and U+FFFE/U+FFFF are dropped ("nul\\x00byte" ->
+    "nulbyte")."""
+    return _CONTROLS.sub("", _SPACES.sub(" ", str(text)))
+
+
+def escape_text(text: str) -> str:
+    """Control characters written out as \\xNN / \\uNNNN (for ids, which must stay distinct)."""
+    return _UNSAFE.sub(_escaped, text)
+
+
+def _escaped(match: re.Match) -> str:
+    code = ord(match[0])
+    return f"\\x{code:02x}" if code < 256 else f"\\u{code:04x}"
+
+
+def _clean_all(values) -> list:
+    return [clean_text(v) if isinstance(v, str) else v for v in values]
+
+
+def escape_ids(ids) -> np.ndarray:
+    """`escape_text` over the text ids of an array (the same array back when none is text)."""
+    values = np.asarray(ids)
+    if values.dtype.kind not in "OUT":
+        return values
+    return np.array([escape_text(v) if isinstance(v, str) else v for v in values], dtype=object)
 
 
 _GL = "https://files.grouplens.org/datasets/movielens/"
@@ -428,11 +468,13 @@ def _ratings(source, file: str, sep: str, *, header: bool) -> pd.DataFrame:
 
 
 def _items(ids, titles, genres, years=None) -> pd.DataFrame:
-    titles = pd.Series(titles, dtype="str").str.strip()
+    """Item metadata with cleaned text (`clean_text` titles and genres, `escape_text` ids)."""
+    titles = pd.Series(_clean_all(titles), dtype="str").str.strip()
+    genres = pd.Series(_clean_all(genres), dtype="str")
     year = year_from_title(titles) if years is None else pd.Series(years, dtype="Int64")
     return pd.DataFrame(
-        {"item_id": np.asarray(ids), "title": titles.to_numpy(),
-         "genres": pd.Series(genres, dtype="str").to_numpy(), "year": year.to_numpy()}
+        {"item_id": escape_ids(ids), "title": titles.to_numpy(), "genres": genres.to_numpy(),
+         "year": year.to_numpy()}
     ).astype({"title": "str", "genres": "str", "year": "Int64"})  # fmt: skip
 
 

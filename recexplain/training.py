@@ -32,11 +32,11 @@ from recexplain.config import (
     preset,
     to_dict,
 )
-from recexplain.data import Dataset, dataset_info, dataset_name, load_dataset
+from recexplain.data import Dataset, check_evaluable, dataset_info, dataset_name, load_dataset
 from recexplain.evaluation import metrics_from_ranks, rank_all, summarize
 from recexplain.feed import NegativeSampler, Placement, epoch_batches
 from recexplain.models.recommender import AttentionRecommender, make_scorer
-from recexplain.runs import Run, RunError, check_run_id, load_run, save_run
+from recexplain.runs import Run, RunError, check_run_id, load_run, prepare_runs_dir, save_run
 from recexplain.split import Split, leave_last_out, training_windows
 
 Progress = Callable[[dict[str, Any]], None]
@@ -362,9 +362,11 @@ def train(
       (`recexplain.distributed`), which train alongside process 0 but leave the saving to it.
     """
     run_id = check_run_id(run_id or default_run_id(data_cfg, model_cfg, cfg))
+    prepare_runs_dir(runs_dir)  # a file is refused now, not after epoch 1; stale temp folders go
     say = progress or (lambda event: None)
     say({"stage": "loading data"})
     ds = dataset if dataset is not None else load_dataset(data_cfg)
+    check_evaluable(ds)  # no user with >= 3 interactions: nothing to evaluate, refuse now
     split = leave_last_out(ds)
     say({"stage": "training"})
     exists = dist.agree(float((Path(runs_dir) / run_id).exists())) > 0  # process 0 decides

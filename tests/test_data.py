@@ -463,3 +463,133 @@ def test_real_ml100k_grouplens_layout_gives_the_same_fingerprint(
     gl = load_dataset(DataConfig(cache_dir=str(tmp_path / "c")))
     assert gl.report.source == archive.as_uri() and gl.fingerprint == data.ML100K_FINGERPRINT
     pd.testing.assert_frame_equal(gl.items, ds.items)
+
+
+# ----------------------------------------------------------------------------- hostile values
+# Issue 15: control characters, missing ids, timestamps in the wrong unit, mixed date formats.
+BAD_TEXT = set(map(chr, [*range(0, 9), 11, 12, *range(14, 32), *range(0x7F, 0xA0)]))
+BAD_TEXT |= {"\ufffe", "\uffff", "\n", "\r", "\t", "\u2028", "\u2029"}
+
+
+def _has_bad_text(values) -> bool:
+    return any(ch in BAD_TEXT or 0xD800 <= ord(ch) <= 0xDFFF for v in values for ch in str(v))
+
+
+def test_control_characters_in_titles_genres_and_ids_are_cleaned_when_read(tmp_path):
+    inter = tmp_path / "in.csv"
+    inter.write_bytes(
+        b"user_id,item_id,timestamp\nu\x1b[2J,a\x00b,1\nu\x1b[2J,c,2\nv,a\x00b,3\nv,zz,4\n"
+    )
+    titles = ["nul\x00byte", "esc\x1b[2Jx", "bad\ufffe\uffffend"]
+    pd.DataFrame(
+        {"item_id": ["a\x00b", "c", "zz"], "title": titles, "g": ["A\x0bB", "C\x85D", "\x7f"]}
+    ).to_parquet(tmp_path / "items.parquet")
+    cfg = _file_cfg(inter, tmp_path, items_path=str(tmp_path / "items.parquet"),
+                    columns=ColumnMap(item_genres="g"))  # fmt: skip
+    ds = load_dataset(cfg)
+    assert ds.items["title"].tolist() == ["nulbyte", "esc[2Jx", "badend"]
+    assert ds.items["genres"].tolist() == ["A B", "C D", ""]
+    assert ds.items["item_id"].tolist() == ["a\\x00b", "c", "zz"]  # escaped, still one id each
+    assert ds.user_ids.tolist() == ["u\\x1b[2J", "v"]
+    for values in (ds.items["title"], ds.items["genres"], ds.items["item_id"], ds.user_ids):
+        assert not _has_bad_text(values)
+    quoted = tmp_path / "items.csv"
+    quoted.write_text('item_id,title\nc,"Setext\n====="\na\x00b,"tab\there"\n')
+    ds = load_dataset(dataclasses.replace(cfg, items_path=str(quoted), columns=ColumnMap()))
+    assert ds.items["title"].tolist() == ["tab here", "Setext =====", "zz"]  # zz: no title
+
+
+def test_ids_that_become_equal_once_cleaned_are_refused(tmp_path):
+    path = tmp_path / "ids.csv"
+    path.write_bytes(b"user_id,item_id,timestamp\n1,a\x00,1\n1,a\\x00,2\n")
+    with pytest.raises(DataError, match=r"ids\.csv, column 'item_id'.*same id"):
+        load_dataset(_file_cfg(path, tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("values", "column", "row"),
+    [({"user_id": [1.0, 2.0, np.nan]}, "user_id", 3),
+     ({"item_id": [np.nan, 1.0, 2.0]}, "item_id", 1),
+     ({"item_id": [1.0, np.inf, 2.0]}, "item_id", 2)],
+)  # fmt: skip
+def test_missing_or_infinite_ids_in_parquet_name_the_row(tmp_path, values, column, row):
+    frame = pd.DataFrame({"user_id": [1, 1, 2], "item_id": [1, 2, 3], "timestamp": [1, 2, 3]})
+    frame.assign(**values).to_parquet(tmp_path / "ids.parquet")
+    with pytest.raises(
+        DataError, match=rf"ids\.parquet, row {row}, column '{column}': (missing|val)"
+    ):
+        load_dataset(_file_cfg(tmp_path / "ids.parquet", tmp_path))
+
+
+def test_a_nan_item_id_in_a_csv_is_an_error_not_the_padding_item(tmp_path):
+    path = _write(tmp_path, "nan.csv", "user_id,item_id,timestamp\n1,5,1\n1,NaN,2\n2,6,3\n")
+    with pytest.raises(DataError, match=r"nan\.csv, line 3, column 'item_id': missing value"):
+        load_dataset(_file_cfg(path, tmp_path))
+
+
+@pytest.mark.parametrize("value", ["9223372036854775000", "-9223372036854775000", "99999999999"])
+def test_integer_timestamps_out_of_range_name_the_line(tmp_path, value):
+    path = _write(tmp_path, "t.csv", f"user_id,item_id,timestamp\n1,2,100\n1,3,{value}\n")
+    with pytest.raises(DataError, match=r"t\.csv, line 3, column 'timestamp': value") as err:
+        load_dataset(_file_cfg(path, tmp_path))
+    assert "1900" in str(err.value) and "2200" in str(err.value)
+
+
+def test_uint64_timestamps_do_not_wrap_around(tmp_path):
+    pd.DataFrame(
+        {"user_id": [1, 1], "item_id": [1, 2],
+         "timestamp": np.array([1_600_000_000, 2**64 - 1], np.uint64)}
+    ).to_parquet(tmp_path / "u.parquet")  # fmt: skip
+    with pytest.raises(DataError, match=r"u\.parquet, row 2, column 'timestamp'"):
+        load_dataset(_file_cfg(tmp_path / "u.parquet", tmp_path))
+
+
+@pytest.mark.parametrize(("scale", "unit"), [(1000, "milliseconds"), (10**6, "microseconds")])
+def test_timestamps_in_milliseconds_are_detected_and_noted(tmp_path, scale, unit):
+    seconds = [1_600_000_000, 1_600_000_100, 1_600_000_200]
+    rows = "".join(f"1,{i + 1},{t * scale + 7}\n" for i, t in enumerate(seconds))
+    ds = load_dataset(_file_cfg(_write(tmp_path, "ms.csv", "user_id,item_id,timestamp\n" + rows),
+                                tmp_path))  # fmt: skip
+    assert ds.interactions["timestamp"].tolist() == seconds
+    assert any(unit in note and "'timestamp'" in note for note in ds.report.notes)
+    assert data.dataset_info(ds)["time_min"] == "2020-09-13"
+
+
+def test_ambiguous_mixed_date_formats_are_refused(tmp_path):
+    rows = ["1,1,2024-01-31", "1,2,2024-02-01", "1,3,03/04/2024", "1,4,13/04/2024"]
+    path = _write(tmp_path, "mixed.csv", "user_id,item_id,timestamp\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=r"mixed\.csv, line 4, column 'timestamp'") as err:
+        read_interactions_file(path)
+    assert "day-first" in str(err.value) and "YYYY-MM-DD" in str(err.value)
+    day_first = "user_id,item_id,timestamp\n1,1,03/04/2024\n1,2,31/01/2024\n"  # one format
+    with pytest.raises(DataError, match=r"line 2, column 'timestamp'.*day-first"):
+        read_interactions_file(_write(tmp_path, "dd.csv", day_first))
+    clear = "user_id,item_id,timestamp\n1,1,2024-01-31\n1,2,Feb 3 2024\n1,3,2024-02-05 10:00\n"
+    inter, _ = read_interactions_file(_write(tmp_path, "ok.csv", clear))
+    assert inter["timestamp"].tolist() == [1706659200, 1706918400, 1707127200]
+
+
+@pytest.mark.parametrize("kind", ["list", "struct"])
+def test_nested_id_columns_are_a_clear_error(tmp_path, kind):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ids = [[1], [2]] if kind == "list" else [{"a": 1}, {"a": 2}]
+    table = pa.table({"user_id": [1, 1], "item_id": ids, "timestamp": [1, 2]})
+    pq.write_table(table, tmp_path / "nested.parquet")
+    with pytest.raises(DataError, match=rf"nested\.parquet, column 'item_id': .*{kind}"):
+        load_dataset(_file_cfg(tmp_path / "nested.parquet", tmp_path))
+
+
+def test_a_csv_that_is_not_utf8_names_the_line_and_column(tmp_path):
+    path = tmp_path / "latin.csv"
+    path.write_bytes("user_id,item_id,timestamp\n1,ok,5\n1,caf\xe9,6\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin\.csv, line 3, column 'item_id': .*UTF-8"):
+        load_dataset(_file_cfg(path, tmp_path))
+
+
+def test_a_misspelled_items_path_is_refused_even_when_the_table_is_cached(tmp_path):
+    path = _write(tmp_path, "a.csv", CSV)
+    load_dataset(_file_cfg(path, tmp_path))  # cached now
+    with pytest.raises(DataError, match=r"itmes\.csv: file not found"):
+        load_dataset(_file_cfg(path, tmp_path, items_path=str(tmp_path / "itmes.csv")))

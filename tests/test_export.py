@@ -142,3 +142,50 @@ def test_faithfulness_line_and_permalinks():
     url = export.permalink_url("http://h:1/Share?user=2", "Explain", {"user": "a&b", "item": "5"})
     assert url == "http://h:1/Explain?user=a%26b&item=5"
     assert export.permalink_url(None, "Explain", {"user": "1"}) == "/Explain?user=1"
+
+
+# -- issue 15: a title that vl-convert cannot take must not take the server down ---------------
+# Before the fix each of these aborted the Python process (vl-convert panics: exit status 134).
+HOSTILE = ["nul\x00byte", "esc\x1b[2J", "vt\x0bx", "bad\ufffe", "\uffff",
+           "c1\x85\x9b", "Setext\n=====", "bell\x07"]  # fmt: skip
+
+
+def _xml_invalid(text: str) -> list[str]:
+    return re.findall(r"[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]", text)
+
+
+def hostile_report(titles: list[str], user: str = "u\x00\x1b") -> export.Report:
+    items = pd.DataFrame(
+        {
+            "item_id": [f"id{i}\x00" for i in range(len(titles))],
+            "title": titles,
+            "genres": ["g\x1f"] * len(titles),
+        },
+        index=pd.Index(range(1, len(titles) + 1), name="item"),
+    )
+    run = SimpleNamespace(**{**vars(fake_run("additive")), "items": items})
+    n = len(titles) - 1
+    attr = Attribution(np.arange(1, n + 1), np.full(n, 1 / max(n, 1), np.float32), "attention",
+                       "additive", item=n + 1, score=1.0, rank=0, context=0.0)  # fmt: skip
+    return export.build_report([run], {"additive": attr}, user=user, dataset="d\x0b",
+                               held_out="h\x00")  # fmt: skip
+
+
+def test_control_characters_in_titles_cannot_crash_an_export():
+    report = hostile_report(HOSTILE + ["last"])
+    charts = export.report_charts(report)
+    svgs = [export.chart_svg(c) for c in charts]
+    assert export.chart_png(charts[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    page = export.report_html(report)
+    for text in [*svgs, page]:
+        assert not _xml_invalid(text)
+    assert "nulbyte" in svgs[0] and "esc[2J" in page  # cleaned, not dropped
+    json.loads(export.report_json(report))
+
+
+def test_every_string_a_chart_sends_to_vl_convert_is_cleaned():
+    import altair as alt
+
+    frame = pd.DataFrame({"t\x00": ["a\x00b", "c\ufffe"], "w": [1, 2]})
+    chart = alt.Chart(frame, title="x\x1b").mark_bar().encode(x="w:Q", y=alt.Y("t\x00:N"))
+    assert "<svg" in export.chart_svg(chart) and export.chart_png(chart)[:4] == b"\x89PNG"

@@ -3,7 +3,10 @@
 Fuzzing (hypothesis): every generated case either loads or fails with a recexplain error whose
 message names the problem; nothing else escapes and nothing is written to runs/. Case counts
 (together >= 1,000 per run of this file): data files 300 + 150, uploads 150, URL parameters
-250 (the app's parameter handling without a browser) + 18 (AppTest pages), CLI arguments 200.
+250 (the app's parameter handling without a browser) + 18 (AppTest pages), CLI arguments 200;
+issue 15: control characters in titles through every export in-process 40 and through item
+files 40, NaN and out-of-range ids and timestamps 150, Host headers at a real server 60
+(1,358 in all).
 """
 
 from __future__ import annotations
@@ -204,6 +207,8 @@ PARAM_TEXT = st.one_of(
             "0",
             "synthetic-additive",
             " synthetic-hard",
+            "synthetic-planted-hard\n",  # a trailing newline is not part of an id
+            "k1\r\n",
         ]
     ),  # fmt: skip
 )
@@ -224,6 +229,7 @@ def test_fuzz_url_parameters_never_leave_their_folders(
         except RunError as err:
             assert "invalid run id" in str(err)
             continue
+        assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", part) and ".." not in part
         try:  # a valid id can only name a folder directly inside runs/
             load_run(app_runs / part)
         except (RunError, FileNotFoundError) as err:
@@ -313,6 +319,8 @@ ARG = st.one_of(
             "inf",
             "tiny-additive",
             "synthetic",
+            "99999999999999999999",  # beyond int64: a seed used to overflow deep inside JAX
+            "100000",
         ]
     ),  # fmt: skip
 )
@@ -326,7 +334,8 @@ def cli_args(draw) -> tuple[str, list[str]]:
     if draw(st.booleans()):
         return command, draw(st.lists(ARG, max_size=6))
     run = draw(st.one_of(st.just("tiny-additive"), PARAM_TEXT))
-    value = st.one_of(st.integers(-5, 400).map(str), PARAM_TEXT)
+    value = st.one_of(st.integers(-5, 400).map(str), PARAM_TEXT,
+                      st.sampled_from(["100000", "99999999999999999999"]))  # fmt: skip
     args = {
         "evaluate": [run],
         "compare": [run, draw(st.one_of(st.just("tiny-additive"), PARAM_TEXT))],
@@ -473,6 +482,7 @@ def test_the_app_binds_to_localhost_with_xsrf_protection_and_bounded_uploads():
     cfg = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert cfg["server"]["address"] == "127.0.0.1"
     assert cfg["server"]["enableXsrfProtection"] is True
+    assert set(cfg["server"]["allowedHosts"]) == {"127.0.0.1", "localhost", "::1"}  # issue 15
     assert cfg["server"]["maxUploadSize"] == jobs.UPLOAD_LIMIT_MB
     assert cfg["client"]["showErrorDetails"] in ("type", "none", False)
     assert math.isfinite(jobs.UPLOAD_LIMIT_MB) and jobs.UPLOAD_LIMIT_MB <= 200
@@ -482,3 +492,399 @@ def test_security_doc_exists_and_names_the_boundaries():
     text = (ROOT / "docs" / "SECURITY.md").read_text()
     for needle in ("upload", "pickle", "127.0.0.1", "XSRF", "escape", "path", "runs/"):
         assert needle.lower() in text.lower(), needle
+
+
+# -- issue 15: hostile text, odd ids and timestamps, foreign hosts, CLI edge cases -------------
+# Every code point but lone surrogates, which pandas' str dtype and Parquet refuse anyway.
+HOSTILE_TEXT = st.one_of(
+    st.text(st.characters(min_codepoint=0, exclude_categories=["Cs"]), max_size=12),
+    st.text(alphabet="\x00\x01\x07\x08\x0b\x0c\x1b\x1f\x7f\x85\x9b\ufffe\uffff\n\r\t[2Ja",
+            max_size=8),
+    st.sampled_from(["nul\x00byte", "\x1b[2J\x1b]0;pwned\x07", "vt\x0b", "\ufffe", "\uffff",
+                     "Setext\n=====", "www.example.com", ":material/warning:", "a@b.example",
+                     "<script>alert(1)</script>"]),
+)  # fmt: skip
+XML_INVALID = re.compile(r"[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff\u2028\u2029]")
+
+
+def _report(titles: list[str], user: str, ids: list[str] | None = None):
+    """An export Report over items with these titles (fake runs: no model needed)."""
+    from types import SimpleNamespace
+
+    from recexplain.explain import Attribution
+
+    ids = ids or [f"i{k}" for k in range(len(titles))]
+    items = pd.DataFrame(
+        {"item_id": ids, "title": titles, "genres": titles[::-1]},
+        index=pd.Index(range(1, len(titles) + 1), name="item"),
+    )
+    cell = {"mean": 0.1, "ci_low": 0.05, "ci_high": 0.2}
+    run = SimpleNamespace(run_id="r", label="additive", items=items, fingerprint="f" * 64,
+                          metrics={"test": {"ndcg@10": cell}}, manifest={})  # fmt: skip
+    n = len(titles) - 1
+    weights = np.linspace(0.1, 0.9, n).astype(np.float32)
+    attr = Attribution(np.arange(1, n + 1), weights, "attention", "additive", item=n + 1,
+                       score=1.0, rank=0, context=0.1)  # fmt: skip
+    return export.build_report([run], {"additive": attr}, user=user, dataset="d")
+
+
+@fuzz(40)
+@given(titles=st.lists(HOSTILE_TEXT, min_size=2, max_size=5), user=HOSTILE_TEXT)
+def test_fuzz_titles_with_control_characters_reach_every_export_in_process(titles, user):
+    """Before issue 15's fix one such title aborted the process inside vl-convert (exit 134)."""
+    report = _report(titles, user)
+    charts = export.report_charts(report)
+    svgs = [export.chart_svg(c) for c in charts]
+    assert export.chart_png(charts[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    page = export.report_html(report)
+    for text in [*svgs, page]:
+        assert not XML_INVALID.search(text)
+    export.report_json(report).encode("utf-8")
+
+
+@fuzz(40)
+@given(
+    titles=st.lists(HOSTILE_TEXT, min_size=3, max_size=3),
+    ids=st.lists(st.text(alphabet="ab\x00\x1b\x0b\x7f\n\t", min_size=1, max_size=3), min_size=3,
+                 max_size=3, unique=True),
+    fmt=st.sampled_from(["csv", "parquet"]),
+)  # fmt: skip
+def test_fuzz_item_files_are_cleaned_when_read_and_export_safely(
+    titles, ids, fmt, tmp_path_factory
+):
+    folder = tmp_path_factory.mktemp("fuzz-titles")
+    inter = pd.DataFrame({"user": ["u\x1b"] * 3 + ["v"] * 3, "item": ids + ids[::-1],
+                          "ts": range(6)})  # fmt: skip
+    items = pd.DataFrame({"item": ids, "title": titles, "genres": titles[::-1]})
+    if fmt == "csv":
+        inter.to_csv(folder / "i.csv", index=False)
+        items.to_csv(folder / "t.csv", index=False)
+    else:
+        inter.to_parquet(folder / "i.csv.parquet")
+        items.to_parquet(folder / "t.csv.parquet")
+    suffix = "" if fmt == "csv" else ".parquet"
+    cols = ColumnMap(user="user", item="item", timestamp="ts", item_genres="genres")
+    cfg = DataConfig(dataset="file", path=str(folder / f"i.csv{suffix}"), columns=cols,
+                     items_path=str(folder / f"t.csv{suffix}"),
+                     cache_dir=str(folder / "c"))  # fmt: skip
+    try:
+        ds = load_dataset(cfg)
+    except DataError as err:  # ids equal once cleaned, empty ids, a bare \r (to_csv leaves it)
+        event("refused: " + str(err).split(": ", 1)[-1][:30])
+        assert re.search(r"same id|missing|malformed CSV", str(err)), str(err)
+        return
+    event("loaded")
+    for values in (ds.items["title"], ds.items["genres"], ds.items["item_id"], ds.user_ids):
+        assert not any(CONTROL.search(str(v)) for v in values), list(values)
+    report = _report(ds.items["title"].tolist(), str(ds.user_ids[0]),
+                     ds.items["item_id"].astype(str).tolist())  # fmt: skip
+    assert not XML_INVALID.search(export.chart_svg(export.report_charts(report)[0]))
+
+
+ODD_VALUES = st.sampled_from(
+    [None, math.nan, math.inf, -math.inf, 2**63 - 1, -(2**63), 2**64 - 1, 1e300, -1e300,
+     1_700_000_000_000, 1_700_000_000_000_000, 1.7e18, 99_999_999_999, -1, 0, 0.5, 2.0**63]
+)  # fmt: skip
+
+
+@st.composite
+def odd_tables(draw) -> tuple[str, bytes, set[str]]:
+    """A valid table with a few cells replaced by NaN, None, infinities or out-of-range numbers;
+    returns (suffix, file bytes, columns whose ids went missing)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = draw(st.integers(3, 12))
+    columns = {"user": [1 + k % 3 for k in range(n)], "item": [1 + k % 5 for k in range(n)],
+               "ts": [1_600_000_000 + 60 * k for k in range(n)]}  # fmt: skip
+    for _ in range(draw(st.integers(1, 3))):
+        name, row = draw(st.sampled_from(list(columns))), draw(st.integers(0, n - 1))
+        columns[name][row] = draw(ODD_VALUES)
+    missing = {c for c in ("user", "item") if any(v is None or v != v for v in columns[c])}
+    if draw(st.booleans()):
+        text = "user,item,ts\n" + "".join(
+            ",".join("" if v is None else str(v) for v in row) + "\n"
+            for row in zip(*columns.values(), strict=True)
+        )
+        return ".csv", text.encode(), missing
+    arrays = {}
+    for name, values in columns.items():
+        present = [v for v in values if v is not None]
+        if all(isinstance(v, int) for v in present):
+            kind = pa.uint64() if any(v > 2**63 - 1 for v in present) else pa.int64()
+            if kind == pa.uint64() and any(v < 0 for v in present):
+                kind = pa.float64()
+        else:
+            kind = pa.float64()
+        arrays[name] = pa.array([float(v) if kind == pa.float64() and v is not None else v
+                                 for v in values], type=kind)  # fmt: skip
+    buf = io.BytesIO()
+    pq.write_table(pa.table(arrays), buf)
+    return ".parquet", buf.getvalue(), missing
+
+
+@fuzz(150)
+@given(case=odd_tables())
+def test_fuzz_nan_and_out_of_range_ids_and_timestamps(case, tmp_path_factory):
+    """A missing id is never read as an id (NaN used to become the padding item 0); timestamps
+    load only as sane unix seconds (1900-2200), else a DataError names the file and row."""
+    from recexplain.data import dataset_info
+
+    suffix, data, missing = case
+    folder = tmp_path_factory.mktemp("fuzz-odd")
+    path = folder / f"odd{suffix}"
+    path.write_bytes(data)
+    cfg = DataConfig(dataset="file", path=str(path), cache_dir=str(folder / "c"),
+                     columns=ColumnMap(user="user", item="item", timestamp="ts"))  # fmt: skip
+    try:
+        ds = load_dataset(cfg)
+    except DataError as err:
+        event("refused: " + re.sub(r"[^a-z ]", "", str(err).split(": ", 1)[-1])[:30])
+        assert path.name in str(err) and ("line" in str(err) or "row" in str(err)), str(err)
+        return
+    event("loaded")
+    assert not missing, f"a missing id in {missing} was read as an id"
+    df = ds.interactions
+    assert df["user"].min() >= 0 and df["item"].min() >= 1
+    assert -2_208_988_800 <= df["timestamp"].min() and df["timestamp"].max() < 7_258_118_400
+    dataset_info(ds)  # the time span formats (it used to raise after training)
+
+
+# -- item 2: DNS rebinding: the server refuses a WebSocket from a foreign Host ----------------
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def streamlit_server(tmp_path_factory):
+    """A real Streamlit server started from the checkout (so .streamlit/config.toml applies)."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    folder = tmp_path_factory.mktemp("host-app")
+    (folder / "hello.py").write_text("import streamlit as st\nst.write('hello')\n")
+    port = _free_port()
+    log = open(folder / "log", "w")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(folder / "hello.py"),
+                             "--server.port", str(port)], cwd=ROOT, stdout=log,
+                            stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        for _ in range(240):
+            if proc.poll() is not None:
+                break
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.25)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+        log.close()
+
+
+def _upgrade_status(port: int, host: str, origin: str | None = None) -> int:
+    """HTTP status of a WebSocket upgrade to /_stcore/stream sent with these headers."""
+    import socket
+
+    lines = ["GET /_stcore/stream HTTP/1.1", f"Host: {host}", "Upgrade: websocket",
+             "Connection: Upgrade", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+             "Sec-WebSocket-Version: 13"]  # fmt: skip
+    if origin is not None:
+        lines.append(f"Origin: {origin}")
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        head = sock.recv(1024).decode("latin-1")
+    return int(head.split(" ", 2)[1])
+
+
+def test_a_foreign_host_header_is_refused_and_localhost_works(streamlit_server):
+    port = streamlit_server
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"):
+        assert _upgrade_status(port, host, f"http://{host}") == 101, host
+    for host in (f"evil.example:{port}", "evil.example", f"127.0.0.1.evil.example:{port}"):
+        assert _upgrade_status(port, host, f"http://{host}") != 101, host
+        assert _upgrade_status(port, host) != 101, host  # no Origin header either
+
+
+ALLOWED_HOSTS = {"127.0.0.1", "localhost", "::1"}
+HOSTS = st.one_of(
+    st.from_regex(r"[a-zA-Z0-9.\-]{1,30}", fullmatch=True),
+    st.sampled_from(["evil.example", "127.0.0.1.evil.example", "localhost.evil.example",
+                     "127.0.0.2", "0.0.0.0", "2130706433", "LOCALHOST", "localhost.",
+                     "evil.example#127.0.0.1", "127.0.0.1@evil.example", "[::2]", "[::1]"]),
+)  # fmt: skip
+
+
+@fuzz(60)
+@given(host=HOSTS, with_port=st.booleans())
+def test_fuzz_foreign_host_headers(host, with_port, streamlit_server):
+    port = streamlit_server
+    header = f"{host}:{port}" if with_port else host
+    name = host.lower().rstrip(".").strip("[]")
+    expected = name in ALLOWED_HOSTS and not re.search(r"[#@]", host)
+    status = _upgrade_status(port, header, f"http://{header}")
+    event(f"{'allowed' if expected else 'foreign'}: {status}")
+    assert (status == 101) == expected, (header, status)
+
+
+# -- items 6, 7, 8, 12: pages, CLI errors, nothing to evaluate, terminal output ----------------
+@pytest.mark.parametrize(
+    "text",
+    ["www.example.com", "see http://x.example/a", "a@b.example", ":material/warning:", ":smile:",
+     ":red[x]", "Setext\n=====", "# h", "<b>x</b>", "[l](http://x)", "$x$", "a\x1b[2Jb"],
+)  # fmt: skip
+def test_md_leaves_nothing_markdown_turns_into_a_link_icon_or_heading(text):
+    from recexplain.dashboard import md
+
+    out = md(text)
+    assert "\n" not in out and not CONTROL.search(out)
+    bare = out.replace("\\", "")
+    assert not re.search(r"www\.|://|@\w|:[\w/]", bare, re.IGNORECASE), out
+    assert bare.replace("\u2060", "") == CONTROL.sub("", text.replace("\n", " "))
+
+
+def test_recommend_k_larger_than_the_unseen_items(tiny_run, capsys):
+    import json
+
+    user = str(tiny_run.user_ids[0])
+    argv = ["--runs-dir", str(tiny_run.path.parent), "recommend", tiny_run.run_id, "--user", user]
+    assert cli.main([*argv, "-k", "100000", "--json"]) == 0
+    recs = json.loads(capsys.readouterr().out)["recommendations"]
+    from recexplain.split import leave_last_out
+
+    split = leave_last_out(load_dataset(tiny_run.data_cfg))
+    unseen = tiny_run.n_items - len(set(split.history(tiny_run.user_index(user), "test")))
+    assert len(recs) == unseen and all(r["item"] >= 1 for r in recs)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([*argv, "-k", "99999999999999999999"])
+    assert exit_.value.code == 2 and "-k" in capsys.readouterr().err
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Makes any training fail loudly: checks must refuse bad input before training starts."""
+    from recexplain import training
+
+    def boom(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(training, "fit", boom)
+
+
+def test_bad_integer_flags_and_a_runs_dir_that_is_a_file_fail_before_training(
+    tmp_path, capsys, no_training
+):
+    train = ["train", "--dataset", "synthetic", "--preset", "tiny", "--run-id", "s"]
+    assert cli.main(["--runs-dir", str(tmp_path), *train, "--seed", "99999999999999999999"]) == 2
+    err = capsys.readouterr().err
+    assert "--seed" in err and "99999999999999999999" in err and "Traceback" not in err
+    (tmp_path / "afile").write_text("x")
+    assert cli.main(["--runs-dir", str(tmp_path / "afile"), *train]) == 2
+    err = capsys.readouterr().err
+    assert "afile" in err and "not a folder" in err and len(err.strip().splitlines()) == 1
+
+
+def test_data_with_nothing_to_evaluate_is_refused_before_training(tmp_path, capsys, no_training):
+    import os
+    import time
+
+    runs_dir = tmp_path / "runs"
+    stale = runs_dir / ".tmp-killed-abc123"  # left by a training killed while saving
+    stale.mkdir(parents=True)
+    old = time.time() - 3 * 3600
+    os.utime(stale, (old, old))
+    path = tmp_path / "two.csv"
+    path.write_text("user,item,ts\n1,1,5\n2,2,6\n1,2,7\n")
+    argv = ["--runs-dir", str(runs_dir), "train", "--dataset", "file", "--path", str(path),
+            "--user-col", "user", "--item-col", "item", "--time-col", "ts", "--preset", "tiny",
+            "--run-id", "two", "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "0 of 2 users" in err and ">= 3 interactions" in err
+    assert list(runs_dir.iterdir()) == []  # no run, no .partial-two; the stale .tmp- is gone
+
+
+def _run_with_titles(tiny_run, folder: Path, title: str) -> Path:
+    """A copy of tiny_run whose item titles are `title` (as written before titles were cleaned),
+    with a manifest that matches (so it loads)."""
+    import json
+
+    from recexplain import runs
+
+    copy = folder / "esc"
+    shutil.copytree(tiny_run.path, copy)
+    items = pd.read_parquet(copy / "items.parquet")
+    items["title"] = [f"{title}{k}" for k in range(len(items))]
+    items.to_parquet(copy / "items.parquet", index=False)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"]["items.parquet"] = runs._sha256(copy / "items.parquet")
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def test_cli_output_never_carries_terminal_escape_sequences(tiny_run, tmp_path, capsys):
+    run = _run_with_titles(tiny_run, tmp_path, "T\x1b[2J\x1b]0;pwned\x07\r\x9b")
+    (tmp_path / "x\x1b[31m").mkdir()  # a folder name with an escape sequence, listed by `runs`
+    user = str(tiny_run.user_ids[0])
+    base = ["--runs-dir", str(tmp_path)]
+    outputs = []
+    for argv in (["recommend", "esc", "--user", user, "-k", "3"],
+                 ["explain", "esc", "--user", user, "--item", str(run.name and "1")],
+                 ["runs"]):  # fmt: skip
+        status = cli.main(base + argv)
+        captured = capsys.readouterr()
+        outputs.append((argv[0], status, captured.out + captured.err))
+    for command, status, text in outputs:
+        assert status in (0, 2), (command, text)
+        assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", text), (command, text)
+    assert "T[2J" in outputs[0][2] or "T\\x1b[2J" in outputs[0][2]
+
+
+def test_the_overview_marks_a_run_with_edited_metrics_as_broken(app_runs, tmp_path, monkeypatch):
+    """Item 4: the Overview listed an edited run (NDCG 0.99) as healthy; `evaluate` refused it."""
+    import json
+
+    from streamlit.testing.v1 import AppTest
+
+    runs_dir = tmp_path / "runs"
+    shutil.copytree(app_runs, runs_dir)
+    edited = runs_dir / "edited-run"
+    shutil.copytree(app_runs / "synthetic-planted-hard", edited)
+    metrics = json.loads((edited / "metrics.json").read_text())
+    metrics["test"]["ndcg@10"]["mean"] = 0.99
+    (edited / "metrics.json").write_text(json.dumps(metrics))
+    monkeypatch.setenv("RECEXPLAIN_RUNS_DIR", str(runs_dir))
+    monkeypatch.setenv("RECEXPLAIN_DATASET", "synthetic")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180).run()
+    assert not at.exception
+    assert any("edited" in w.value and "Broken" in w.value for w in at.warning)
+    table = at.dataframe[0].value.set_index("run_id")
+    assert table.loc["edited-run", "status"] == "broken"
+    assert table.loc["synthetic-planted-hard", "status"] == "ok"
+    assert "0.99" not in json.dumps(at.get("vega_lite_chart")[0].proto.spec)
+
+
+def test_a_rejected_upload_leaves_nothing_in_the_upload_cache(app_env, tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("RECEXPLAIN_CACHE", str(tmp_path / "cache"))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180).run()
+    at.switch_page("pages/1_Train.py").run()
+    at.radio(key="train_source").set_value("upload a file").run()
+    bad = b"user_id,item_id,timestamp\n1,10,100\n1,11,yesterday-ish\n"
+    at.file_uploader(key="up_inter").set_value(("ratings.csv", bad, "text/csv")).run()
+    assert not at.exception and any("did not load" in e.value for e in at.error)
+    assert not [p for p in (tmp_path / "cache" / "uploads").rglob("*") if p.is_file()]

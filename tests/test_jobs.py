@@ -147,3 +147,29 @@ def test_start_training_tags_progress_with_the_run_id(monkeypatch, tmp_path):
     assert job.events == [{"epoch": 1, "variant": "my-run"}]
     assert seen == {"runs_dir": tmp_path, "run_id": "my-run", "overwrite": True}
     assert job.key == f"train:{tmp_path.resolve()}:my-run"
+
+
+# -- issue 15: rejected uploads leave nothing in the cache; the docs say what the code does ----
+def test_an_upload_that_does_not_parse_is_removed_from_the_cache(cache, tmp_path):
+    broken = jobs.save_upload("broken.parquet", b"not parquet")
+    with pytest.raises(DataError, match="cannot read the file"):
+        jobs.file_columns(broken)
+    assert not broken.exists() and not broken.parent.exists()
+    outside = tmp_path / "mine.parquet"  # a file outside the upload cache is never deleted
+    outside.write_bytes(b"not parquet either")
+    with pytest.raises(DataError):
+        jobs.file_columns(outside)
+    assert outside.exists()
+    kept = jobs.save_upload("ok.csv", b"u,i,t\n1,2,3\n")
+    jobs.discard_upload(kept)  # the Train page calls this when the data does not load
+    assert not kept.parent.exists() and (cache / "uploads").is_dir()
+    jobs.discard_upload(outside)
+    assert outside.exists()
+
+
+def test_security_doc_names_the_stored_upload_name_the_code_uses(cache):
+    doc = " ".join(
+        (Path(__file__).resolve().parents[1] / "docs" / "SECURITY.md").read_text().split()
+    )
+    name = jobs.save_upload("../../etc/passwd.csv", b"a,b\n1,2\n").name
+    assert f"`../../etc/passwd.csv` becomes `{name}`" in doc, name
