@@ -298,6 +298,13 @@ def cmd_runs(a: argparse.Namespace) -> int:
     return 0
 
 
+def _models(text: str | None) -> tuple[str, ...]:
+    """--models: a comma list, or every registered baseline when not given."""
+    from recexplain.baselines import BASELINES
+
+    return BASELINES if not text else tuple(m for m in text.split(",") if m)
+
+
 def cmd_leaderboard(a: argparse.Namespace) -> int:
     from recexplain import leaderboard
 
@@ -307,7 +314,7 @@ def cmd_leaderboard(a: argparse.Namespace) -> int:
             print(" ".join(f"{k}={event[k]}" for k in keys if k in event), flush=True)
 
     df = leaderboard.build(_data_cfg(a), a.runs_dir, a.seeds, say, preset_name=a.preset,
-                           models=tuple(m for m in a.models.split(",") if m),
+                           models=_models(a.models),
                            retrain=a.retrain)  # fmt: skip
     md, csv = leaderboard.write(df, a.runs_dir)
     print(df.to_json(orient="records", indent=2) if a.json else md.read_text())
@@ -358,7 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     lb = sub.add_parser("leaderboard", help="train or reuse every model; table with CIs, p-values")
     lb.add_argument("--seeds", type=_int_arg, default=1, help="seeds per trained model (default 1)")
     lb.add_argument("--preset", choices=sorted(C.PRESETS), default="default")
-    lb.add_argument("--models", default="pop,itemknn,ease,bpr,sasrec", help="baselines to include")
+    lb.add_argument("--models", default=None,
+                    help="baselines to include, comma-separated (default: all of them: pop, "
+                         "itemknn, ease, bpr, sasrec, markov, multistep)")  # fmt: skip
     lb.add_argument("--retrain", action="store_true", help="refit baselines even if saved")
     lb.add_argument("--json", action="store_true")
     _data_args(lb)
