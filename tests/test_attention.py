@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from recexplain.models import attention as att
+from recexplain.models import prefix
 
 RNG = np.random.default_rng(0)
 
@@ -94,37 +95,9 @@ def test_gradients_flow_through_the_hard_relaxation():
     assert np.all(np.isin(np.round(np.asarray(forward), 6), [0.0, 1.0]))  # forward is hard
 
 
-def _per_prefix(fn, scores, values, mask):
-    length = scores.shape[-1]
-    out = np.zeros(scores.shape, np.float32)
-    for t in range(length):
-        m = mask & (np.arange(length) <= t)
-        out[..., t] = (np.asarray(fn(scores, m)) * values).sum(-1)
-    return out
-
-
-def test_prefix_readout_equals_causal_softmax_at_every_position():
-    scores = RNG.normal(size=(3, 4, 10)).astype(np.float32) * 3
-    values = RNG.normal(size=(3, 4, 10)).astype(np.float32)
-    mask = np.broadcast_to(RNG.random((3, 1, 10)) > 0.3, scores.shape)
-    ref = _per_prefix(att.softmax_weights, scores, values, mask)
-    np.testing.assert_allclose(att.prefix_readout(scores, values, mask), ref, atol=2e-6)
-
-    def explicit(s, v):
-        total = 0.0
-        for t in range(10):
-            m = mask & (jnp.arange(10) <= t)[None, None, :]
-            total += (att.softmax_weights(s, m) * v).sum()
-        return total
-
-    fast = jax.grad(lambda s, v: att.prefix_readout(s, v, mask).sum(), (0, 1))(scores, values)
-    slow = jax.grad(explicit, (0, 1))(jnp.asarray(scores), jnp.asarray(values))
-    for a, b in zip(fast, slow, strict=True):
-        np.testing.assert_allclose(a, b, atol=5e-5)
-
-
 def _per_prefix_ctx(fn, scores, values, mask, ctx_s, ctx_v):
-    """Reference: explicit attention over [keys i <= t, context key of t] for every t."""
+    """Reference: explicit attention over [keys i <= t, context key of t] for every t, in the
+    [B, C, L] layout of `attention_weights` (the prefix readouts are time-major, [L, B, C])."""
     length = scores.shape[-1]
     out = np.zeros(scores.shape, np.float32)
     for t in range(length):
@@ -135,30 +108,70 @@ def _per_prefix_ctx(fn, scores, values, mask, ctx_s, ctx_v):
     return out
 
 
-@pytest.mark.parametrize("k", [0, 1, 2])
+def _keys_first(*arrays):
+    """[B, C, L] -> [L, B, C], the prefix readouts' layout."""
+    return [jnp.moveaxis(jnp.asarray(a), -1, 0) for a in arrays]
+
+
+def _example(shape, padded_row=False):
+    scores = RNG.normal(size=shape).astype(np.float32) * 3
+    values = RNG.normal(size=shape).astype(np.float32)
+    ctx_s = RNG.normal(size=shape).astype(np.float32) * 3
+    ctx_v = RNG.normal(size=shape).astype(np.float32)
+    mask = RNG.random((shape[0], 1, shape[-1])) > 0.3
+    if padded_row:
+        mask[0, 0, : shape[-1] // 2] = False  # left padding: early prefixes with no valid key
+    return scores, values, np.broadcast_to(mask, shape), ctx_s, ctx_v
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 3])
 def test_prefix_readouts_with_a_context_key_match_explicit_attention(k):
-    scores = RNG.normal(size=(2, 3, 8)).astype(np.float32) * 3
-    values = RNG.normal(size=(2, 3, 8)).astype(np.float32)
-    ctx_s = RNG.normal(size=(2, 3, 8)).astype(np.float32) * 3
-    ctx_v = RNG.normal(size=(2, 3, 8)).astype(np.float32)
-    mask = np.broadcast_to(RNG.random((2, 1, 8)) > 0.3, scores.shape)
+    scores, values, mask, ctx_s, ctx_v = _example((2, 3, 8), padded_row=True)
+    args = _keys_first(scores, values, mask[:, :1], ctx_s, ctx_v)
     if k == 0:
-        fast = att.prefix_readout(scores, values, mask, ctx_s, ctx_v)
+        fast = prefix.prefix_readout(*args)
         ref = _per_prefix_ctx(att.softmax_weights, scores, values, mask, ctx_s, ctx_v)
     else:
-        fast = att.prefix_hard_readout(scores, values, mask, k, ctx_s, ctx_v)
+        fast = prefix.prefix_hard_readout(*args[:3], k, *args[3:])
         ref = _per_prefix_ctx(lambda s, m: att.hard_weights(s, m, k), scores, values, mask,
                               ctx_s, ctx_v)  # fmt: skip
-    np.testing.assert_allclose(fast, ref, atol=2e-6)
+    np.testing.assert_allclose(jnp.moveaxis(fast, 0, -1), ref, atol=2e-6)
 
 
-@pytest.mark.parametrize("k", [1, 2, 3])
-def test_prefix_hard_readout_equals_top_k_at_every_position(k):
-    scores = RNG.normal(size=(2, 3, 9)).astype(np.float32)
-    values = RNG.normal(size=(2, 3, 9)).astype(np.float32)
-    mask = np.broadcast_to(RNG.random((2, 1, 9)) > 0.3, scores.shape)
-    ref = _per_prefix(lambda s, m: att.hard_weights(s, m, k), scores, values, mask)
-    np.testing.assert_allclose(att.prefix_hard_readout(scores, values, mask, k), ref, atol=1e-6)
+def test_prefix_readout_gradient_equals_autodiff_of_explicit_attention():
+    """The hand-written VJP against JAX's derivative of the explicit per-prefix softmax."""
+    scores, values, mask, ctx_s, ctx_v = _example((2, 3, 10), padded_row=True)
+    cot = RNG.normal(size=scores.shape).astype(np.float32)
+
+    def explicit(s, v, cs, cv):
+        total = 0.0
+        for t in range(10):
+            m = jnp.concatenate(
+                [mask & (jnp.arange(10) <= t)[None, None], jnp.ones((2, 3, 1), bool)], -1
+            )
+            s_t = jnp.concatenate([s, cs[..., t : t + 1]], -1)
+            v_t = jnp.concatenate([v, cv[..., t : t + 1]], -1)
+            total += ((att.softmax_weights(s_t, m) * v_t).sum(-1) * cot[..., t]).sum()
+        return total
+
+    def fast(s, v, cs, cv):
+        s, v, m, cs, cv = _keys_first(s, v, mask[:, :1], cs, cv)
+        return (jnp.moveaxis(prefix.prefix_readout(s, v, m, cs, cv), 0, -1) * cot).sum()
+
+    args = [jnp.asarray(a) for a in (scores, values, ctx_s, ctx_v)]
+    for a, b in zip(jax.grad(fast, (0, 1, 2, 3))(*args), jax.grad(explicit, (0, 1, 2, 3))(*args),
+                    strict=True):  # fmt: skip
+        np.testing.assert_allclose(a, b, atol=5e-5)
+
+
+def test_prefix_readout_gradient_is_finite_when_scores_are_far_apart():
+    """Scores 1e4 apart: clipped keys get weight ~0 and gradient exactly 0, never NaN."""
+    scores = jnp.asarray([[[0.0]], [[1e4]], [[-1e4]]])  # [L=3, B=1, C=1]
+    values = jnp.ones((3, 1, 1))
+    mask, ctx = jnp.ones((3, 1, 1), bool), jnp.zeros((3, 1, 1))
+    grads = jax.grad(lambda s: prefix.prefix_readout(s, values, mask, ctx, values).sum())(scores)
+    assert bool(jnp.isfinite(grads).all())
+    assert float(grads[2, 0, 0]) == 0.0
 
 
 def test_source_article_example_made_consistent_by_hand():

@@ -61,9 +61,9 @@ def test_training_logits_last_position_and_full_ranking_agree_with_call(kind):
     negatives = jnp.arange(1, 13, dtype=jnp.int32)
     logits = model.train_logits(SEQ, TARGETS, negatives)
     direct, _ = model(SEQ, negatives)
-    np.testing.assert_allclose(logits[:, -1, 1:], direct, atol=1e-5)
+    np.testing.assert_allclose(logits[-1, :, 1:], direct, atol=1e-5)  # time-major
     pos, _ = model(SEQ, TARGETS[:, -1:])
-    np.testing.assert_allclose(logits[:, -1, 0], pos[:, 0], atol=1e-5)
+    np.testing.assert_allclose(logits[-1, :, 0], pos[:, 0], atol=1e-5)
     everything = model.score_all(SEQ)
     direct_all, _ = model(SEQ, jnp.arange(N_ITEMS + 1))
     np.testing.assert_allclose(everything, direct_all, atol=1e-5)
@@ -141,9 +141,9 @@ def test_item_tables_equal_direct_scoring(kind):
 def test_full_softmax_logits_match_scoring_every_item(kind):
     model = _model(kind)
     full = model.train_logits_full(SEQ)
-    assert full.shape == (2, L, N_ITEMS + 1)
+    assert full.shape == (L, 2, N_ITEMS + 1)  # time-major
     direct, _ = model(SEQ, jnp.arange(N_ITEMS + 1))
-    np.testing.assert_allclose(full[:, -1, :], direct, atol=1e-5)
+    np.testing.assert_allclose(full[-1], direct, atol=1e-5)
     sampled = model.train_logits(SEQ, TARGETS, jnp.arange(1, 13, dtype=jnp.int32))
     np.testing.assert_allclose(full[:, :, 1:13], sampled[:, :, 1:], atol=1e-5)  # every prefix
 

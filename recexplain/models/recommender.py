@@ -17,7 +17,7 @@ context key (and the recency decay). Because they depend on the item alone, the 
 values of every candidate against every catalog item fit in [N + 1, N + 1] tables, so full
 ranking, and a full softmax over the catalog while training, are gathers on catalogs of a few
 thousand items. Training scores every position t at once (the readout over i <= t is a running
-sum, see `attention.prefix_readout`), against all items or shared sampled negatives.
+sum, see `prefix.prefix_readout`), against all items or shared sampled negatives.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from flax import nnx
 
 from recexplain.config import ModelConfig
 from recexplain.models import attention as att
+from recexplain.models import prefix
 
 Array = jax.Array
 
@@ -275,12 +276,13 @@ class AttentionRecommender(nnx.Module):
     def train_logits(
         self, seq: Array, targets: Array, negatives: Array, *, key: Array | None = None
     ) -> Array:
-        """Logits at every position: column 0 the next item, then the shared negatives.
+        """Time-major logits at every position: column 0 the next item, then the negatives.
 
         Args:
           seq: [B, L] inputs; targets: [B, L] next items (0 = no target); negatives: [S].
         Returns:
-          [B, L, 1 + S] logits (readout over the prefix i <= t at each position t).
+          [L, B, 1 + S] logits (readout over the prefix i <= t at each position t), time-major
+          like every training readout (see `prefix`).
         """
         k_enc, k_pos, k_neg = _split(key, 3)
         h, _ = self.encode(seq, key=k_enc)
@@ -293,51 +295,65 @@ class AttentionRecommender(nnx.Module):
         s_cp = self._diag(self.rq(e_pos), self.ck(h))  # [B, T]
         g_cp = (e_pos * self.cv(h)).sum(-1)
         pos, _, _ = self._readout(s_pos, g_pos, s_cp, g_cp, causal, k_pos)
-        # negatives: shared by the batch, every prefix at once [B, S, T]
-        s_neg, g_neg = self._item_parts(seq, negatives)
-        e_neg = self.item_emb(negatives)
-        s_cn = self._pair(self.rq(e_neg)[None], self.ck(h))  # [B, S, T]
-        g_cn = jnp.einsum("sd,btd->bst", e_neg, self.cv(h))
-        neg = self._prefix(s_neg, g_neg, valid[:, None, :], s_cn, g_cn, k_neg)
-        logits = jnp.concatenate([pos[..., None], jnp.swapaxes(neg, 1, 2)], axis=-1)
-        bias = self.item_bias[...]
-        neg_bias = jnp.broadcast_to(bias[negatives], pos.shape + negatives.shape)
-        return logits + jnp.concatenate([bias[targets][..., None], neg_bias], axis=-1)
+        pos = (pos + self.item_bias[...][targets]).T  # [T, B]
+        neg = self._prefix_logits(seq, h, negatives, k_neg)  # [T, B, S]
+        return jnp.concatenate([pos[..., None], neg], axis=-1)
 
     def train_logits_full(self, seq: Array, *, key: Array | None = None) -> Array:
-        """Logits of every item at every position (for a full softmax over the catalog).
+        """Time-major logits of every item at every position (a full softmax over the catalog).
 
         Args:
           seq: [B, L] inputs.
         Returns:
-          [B, L, N + 1] logits (readout over the prefix i <= t at each position t; column 0
+          [L, B, N + 1] logits (readout over the prefix i <= t at each position t; column 0
           is the padding id and must be masked by the loss).
         """
         k_enc, k_items = _split(key, 2)
         h, _ = self.encode(seq, key=k_enc)
-        cand = jnp.arange(self.n_items + 1)
-        s_item, g_item = self._item_tables_for(cand)  # [N + 1, N + 1]
-        s, g = self._gather(s_item, g_item, seq)  # [B, N + 1, L]
+        return self._prefix_logits(seq, h, jnp.arange(self.n_items + 1), k_items)
+
+    def _prefix_logits(self, seq: Array, h: Array, cand: Array, key: Array | None) -> Array:
+        """Shared candidates [C] at every position: [T, B, C] logits, item bias included."""
+        seq, h = seq.T, jnp.swapaxes(h, 0, 1)  # time-major: [L, B], [T, B, D] (small copies)
+        s, g = self._history_parts(seq, cand)  # [L, B, C]
         e = self.item_emb(cand)
-        s_ctx = self._pair(self.rq(e)[None], self.ck(h))  # [B, N + 1, T]
-        g_ctx = jnp.einsum("cd,btd->bct", e, self.cv(h))
-        out = self._prefix(s, g, (seq > 0)[:, None, :], s_ctx, g_ctx, k_items)  # [B, N+1, T]
-        return jnp.swapaxes(out, 1, 2) + self.item_bias[...][None, None, :]
+        s_ctx = self._pair(self.ck(h), self.rq(e)[None])  # [T, B, C]
+        g_ctx = jnp.einsum("tbd,cd->tbc", self.cv(h), e)
+        out = self._prefix(s, g, (seq > 0)[..., None], s_ctx, g_ctx, key)
+        return out + self.item_bias[...][cand][None, None]
+
+    def _history_parts(self, seq: Array, cand: Array) -> tuple[Array, Array]:
+        """Scores (recency included) and values of shared candidates [C] against each history
+        item of time-major inputs [L, B]: [L, B, C] each. A [N + 1, C] table read by history id
+        when the catalog is smaller than the batch's history slots, else computed directly."""
+        e = self.item_emb(cand)
+        q = self.rq(e)
+        if self.n_items + 1 < seq.shape[0] * seq.shape[1]:
+            table = self.item_emb.embedding[...]
+            s = jnp.take(self._pair(self.rk(table), q), seq, axis=0)
+            g = jnp.take(self.rv(table) @ e.T, seq, axis=0)
+        else:
+            hist = self.item_emb(seq)
+            s = self._pair(self.rk(hist), q[None])
+            g = jnp.einsum("lbd,cd->lbc", self.rv(hist), e)
+        if self.cfg.recency_bias:  # -lam * (t - i): the -lam * t part cancels in the softmax
+            s = s + self.recency[...] * jnp.arange(seq.shape[0], dtype=jnp.float32)[:, None, None]
+        return s, g
 
     def _prefix(self, s, g, mask, s_ctx, g_ctx, key: Array | None) -> Array:
+        """[L, B, C] keys -> [T, B, C] readouts: softmax, or hard top-k (straight-through)."""
         if self.cfg.attention != "hard":
-            return att.prefix_readout(s, g, mask, s_ctx, g_ctx)  # mask broadcasts
-        mask = jnp.broadcast_to(mask, s.shape)
+            return prefix.prefix_readout(s, g, mask, s_ctx, g_ctx)
         k = self.cfg.hard_k
         if self.deterministic or key is None:
-            return att.prefix_hard_readout(s, g, mask, k, s_ctx, g_ctx)
+            return prefix.prefix_hard_readout(s, g, mask, k, s_ctx, g_ctx)
         k_items, k_ctx, noise = *jax.random.split(key), self.cfg.gumbel_scale
         s = s + noise * jax.random.gumbel(k_items, s.shape, jnp.float32)
         s_ctx = s_ctx + noise * jax.random.gumbel(k_ctx, s_ctx.shape, jnp.float32)
-        hard = att.prefix_hard_readout(s, g, mask, k, s_ctx, g_ctx)
+        hard = prefix.prefix_hard_readout(s, g, mask, k, s_ctx, g_ctx)
         # Straight-through: forward = hard top-k; gradient w.r.t. the scores from the relaxation.
         tau, sg = self.cfg.gumbel_tau, jax.lax.stop_gradient
-        soft = att.prefix_readout(s / tau, sg(g), mask, s_ctx / tau, sg(g_ctx))
+        soft = prefix.prefix_readout(s / tau, sg(g), mask, s_ctx / tau, sg(g_ctx))
         return hard + soft - sg(soft)
 
     # -- full ranking ----------------------------------------------------------------------
