@@ -49,14 +49,19 @@ def test_same_seed_same_run_other_seed_other_run(planted_split):
 
 
 def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_best(planted_split, monkeypatch):
-    real_step = training.train_step
+    real_make_step = training._make_step
     epochs_done = []
 
-    def poisoned(model, optimizer, batch, key):
-        out = real_step(model, optimizer, batch, key)
-        return {**out, "loss": jnp.nan} if epochs_done else out  # NaN from epoch 2 on
+    def poisoned(model, optimizer):
+        step = real_make_step(model, optimizer)
 
-    monkeypatch.setattr(training, "train_step", poisoned)
+        def run(batch, key):
+            out = step(batch, key)
+            return {**out, "loss": jnp.nan} if epochs_done else out  # NaN from epoch 2 on
+
+        return run
+
+    monkeypatch.setattr(training, "_make_step", poisoned)
     result = training.fit(planted_split, TINY, dataclasses.replace(FAST, max_epochs=5),
                           progress=epochs_done.append, verbose=False)  # fmt: skip
     assert result.stop_reason.startswith("stopped: non-finite loss (nan) at epoch 2")
