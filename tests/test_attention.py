@@ -193,3 +193,14 @@ def test_source_article_example_made_consistent_by_hand():
     np.testing.assert_allclose(w[0], [0.24299, 0.25174, 0.25174, 0.25353], atol=1e-5)
     np.testing.assert_allclose((w @ v)[0], [0.67238, 0.62533], atol=1e-5)
     assert sum([0.24, 0.34, 0.39, 0.13]) == pytest.approx(1.10)  # the article's "softmax"
+
+
+def test_hashed_gumbel_noise_has_gumbel_moments_and_depends_on_the_key():
+    a = np.asarray(prefix.gumbel(jax.random.key(0), (200, 1000)), np.float64)
+    b = np.asarray(prefix.gumbel(jax.random.key(1), (200, 1000)), np.float64)
+    assert abs(a.mean() - 0.5772) < 0.01 and abs(a.var() - np.pi**2 / 6) < 0.03
+    assert np.isfinite(a).all() and abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 0.01
+    # Kolmogorov-Smirnov distance to the Gumbel CDF exp(-exp(-x))
+    x = np.sort(a.ravel())
+    ks = np.abs(np.exp(-np.exp(-x)) - (np.arange(1, x.size + 1) / x.size)).max()
+    assert ks < 0.005

@@ -23,6 +23,7 @@ uses the exact `attention.attention_weights`.
 
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import jax
@@ -118,6 +119,26 @@ def _prefix_bwd(floor, saved, d_out):
 
 
 prefix_readout.defvjp(_prefix_fwd, _prefix_bwd)
+
+
+def gumbel(key: Array, shape: tuple[int, ...]) -> Array:
+    """Standard Gumbel noise [shape] from a counter hash (murmur3's 32-bit finaliser of a Weyl
+    sequence seeded from `key`), for the hard variant's training noise over [L, B, C] tensors.
+
+    Why not `jax.random.gumbel`: threefry spent ~100 ms per 10.8M values on this CPU, two such
+    tensors per step (about 20% of the hard variant's step); the hash takes about a fifth of
+    that. Its 24-bit uniforms have the right moments (mean 0.5772, variance 1.645 measured on
+    10.8M draws, tests/test_attention.py); it is not meant for anything but this noise.
+    """
+    seed = jax.random.bits(key, (), jnp.uint32)
+    x = jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape) * jnp.uint32(0x9E3779B9) + seed
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x85EBCA6B)
+    x = x ^ (x >> 13)
+    x = x * jnp.uint32(0xC2B2AE35)
+    x = x ^ (x >> 16)
+    u = ((x >> 8).astype(jnp.float32) + 0.5) / float(1 << 24)
+    return -jnp.log(-jnp.log(u))
 
 
 def prefix_hard_readout(

@@ -348,8 +348,8 @@ class AttentionRecommender(nnx.Module):
         if self.deterministic or key is None:
             return prefix.prefix_hard_readout(s, g, mask, k, s_ctx, g_ctx)
         k_items, k_ctx, noise = *jax.random.split(key), self.cfg.gumbel_scale
-        s = s + noise * jax.random.gumbel(k_items, s.shape, jnp.float32)
-        s_ctx = s_ctx + noise * jax.random.gumbel(k_ctx, s_ctx.shape, jnp.float32)
+        s = s + noise * prefix.gumbel(k_items, s.shape)
+        s_ctx = s_ctx + noise * prefix.gumbel(k_ctx, s_ctx.shape)
         hard = prefix.prefix_hard_readout(s, g, mask, k, s_ctx, g_ctx)
         # Straight-through: forward = hard top-k; gradient w.r.t. the scores from the relaxation.
         tau, sg = self.cfg.gumbel_tau, jax.lax.stop_gradient
