@@ -8,7 +8,6 @@ from recexplain import workbench as W
 from recexplain.data import dataset_info
 
 s = D.page("Overview")
-runs = D.ensure_default_runs(s)
 st.caption(
     "Three attention recommenders (additive, multiplicative, hard) trained on the same data, "
     "compared with full-ranking metrics and explained per history item. Pages: Train, Compare, "
@@ -32,6 +31,7 @@ if info.get("dropped"):
     st.warning(D.md(f"Rows dropped while loading: {info['dropped']}"))
 
 st.subheader("Runs")
+D.ensure_default_runs(s, compact=False)  # the data part above never waits for training
 table = D.runs_table(s.runs_dir)
 st.dataframe(table, hide_index=True, width="stretch")
 broken = table.loc[table["status"] == "broken", "run_id"].tolist() if len(table) else []

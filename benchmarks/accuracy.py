@@ -26,7 +26,8 @@ from recexplain.baselines import SEQUENTIAL
 from recexplain.config import ATTENTION_VARIANTS, DataConfig, preset
 from recexplain.data import load_dataset
 from recexplain.evaluation import compare
-from recexplain.training import default_runs, train
+from recexplain.quickstart import default_runs
+from recexplain.training import train
 
 ANCHORS = {"Pop": 0.0449, "ItemKNN": 0.0629, "BPR-MF": 0.0661, "SASRec": 0.0670}
 METRICS = ("ndcg@10", "hr@10", "mrr@10")

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/faithfulness.py [--runs-dir runs] [--users 200] [--reuse]
 
-ML-100K: the default runs `runs/ml-100k-<variant>` (trained with `training.default_runs` when
+ML-100K: the default runs `runs/ml-100k-<variant>` (trained with `quickstart.default_runs` when
 missing); for each variant a faithfulness report (written into the run folder too) and the
 target: the most faithful method (highest AOPC) lowers the score >= 3x as much by deleting its
 top-3 items as by deleting 3 random ones. Planted: `runs/planted-<variant>` trained with the
@@ -28,8 +28,9 @@ from recexplain.faithfulness import (
     read_report,
     write_report,
 )
+from recexplain.quickstart import default_runs
 from recexplain.runs import RunError, load_run
-from recexplain.training import default_runs, train
+from recexplain.training import train
 
 RESULTS = Path(__file__).parent / "results"
 PLANTED_TRAIN = TrainConfig(batch_size=64, n_negatives=64, max_epochs=30, patience=8,

@@ -2,7 +2,7 @@
 
     python benchmarks/leaderboard.py [--runs-dir runs] [--seeds 1] [--reuse-baselines]
 
-Step 1 trains or reuses the three attention variants (`training.default_runs`) and reports how
+Step 1 trains or reuses the three attention variants (`quickstart.default_runs`) and reports how
 long they took to train (their saved train_seconds). Step 2 times `leaderboard.build` with those
 runs in place and every baseline refitted from scratch (unless --reuse-baselines): the wall time
 the issue's "< 15 minutes" target is about. Writes the leaderboard to <runs-dir>/leaderboard-
@@ -20,8 +20,8 @@ from common import RESULTS, machine
 
 from recexplain import leaderboard
 from recexplain.config import DataConfig
+from recexplain.quickstart import default_runs
 from recexplain.runs import load_run
-from recexplain.training import default_runs
 
 # Test NDCG@10 measured outside recexplain, same protocol: RecBole 1.2.1 on this machine, and an
 # independent 40-line first-order Markov chain (issue 16).

@@ -10,14 +10,12 @@ from recexplain import workbench as W
 METRICS = ("ndcg@10", "hr@10", "mrr@10", "ndcg@20", "hr@20")
 
 s = D.page("Compare")
-defaults = D.ensure_default_runs(s)
+defaults = D.ensure_default_runs(s)  # the variants ready now (the first start adds the rest)
 options = W.runs_on(D.runs_table(s.runs_dir))
 options += [r.run_id for r in defaults if r.run_id not in options]
+D.follow_defaults("compare_runs", [r.run_id for r in defaults], options)
 chosen = st.multiselect(
-    "Runs (attention variants and baselines trained on the same data)",
-    options,
-    default=[r.run_id for r in defaults],
-    key="compare_runs",
+    "Runs (attention variants and baselines trained on the same data)", options, key="compare_runs"
 )
 if not chosen:
     st.warning("Pick at least one run.")
@@ -29,6 +27,7 @@ with D.guard("Could not load a run"):
     table = D.compare_runs(runs, METRICS)
     ds, split = D.get_split(runs[0])
 
+st.caption(D.md(f"Showing: {', '.join(label for label, _ in W.labelled(runs))}"))
 st.subheader("Test metrics (95% bootstrap CI) and paired tests")
 st.dataframe(viz.compare_table(table, METRICS), hide_index=True, width="stretch")
 st.caption(

@@ -277,17 +277,32 @@ def cmd_faithfulness(a: argparse.Namespace) -> int:
 
 
 def cmd_quickstart(a: argparse.Namespace) -> int:
-    from recexplain.evaluation import compare
-    from recexplain.training import default_runs
+    import time
 
-    runs = default_runs(a.runs_dir, data_cfg=_data_cfg(a), preset_name=a.preset)
+    from recexplain.quickstart import FAST, default_runs, phases
+
+    start = time.perf_counter()
+    stages = phases(a.preset)[:1] if a.fast_only else phases(a.preset)
+    for n, stage in enumerate(stages, 1):
+        runs = default_runs(a.runs_dir, data_cfg=_data_cfg(a), preset_name=stage)
+        what = "fast models" if stage == FAST else f"preset {stage!r}"
+        print(f"[{n}/{len(stages)}] {what} ready after {time.perf_counter() - start:.0f} s")
+        _print_comparison(runs)
+    return 0
+
+
+def _print_comparison(runs: list) -> None:
+    from recexplain.evaluation import compare
+
+    if not runs:
+        print("no run finished")
+        return
     table = compare({r.label: r.ranking("test") for r in runs}, metrics=("ndcg@10", "hr@10"))
     print(f"{runs[0].metrics['protocol']}; test users: {len(runs[0].ranking().users)}")
     for d in table.to_dict(orient="records"):
         p = "reference" if d["ndcg@10_p"] != d["ndcg@10_p"] else f"p={d['ndcg@10_p']:.3f}"
         print(f"{d['run']:>15}  NDCG@10 {d['ndcg@10']:.4f} [{d['ndcg@10_ci_low']:.4f}, "
               f"{d['ndcg@10_ci_high']:.4f}]  HR@10 {d['hr@10']:.4f}  ({p})")  # fmt: skip
-    return 0
 
 
 def cmd_runs(a: argparse.Namespace) -> int:
@@ -359,8 +374,15 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=_int_arg, default=0)
     f.add_argument("--json", action="store_true", help="print the JSON report, not the table")
     sub.add_parser("runs", help="list saved runs")
-    q = sub.add_parser("quickstart", help="train (or reuse) the three variants and compare them")
+    q = sub.add_parser(
+        "quickstart",
+        help="train (or reuse) the three variants and compare them: with the default preset, "
+        "fast models first (about a minute each on 2 CPU cores for ML-100K), then the "
+        "full-quality ones (a few minutes each), which replace them",
+    )
     q.add_argument("--preset", choices=sorted(C.PRESETS), default="default")
+    q.add_argument("--fast-only", action="store_true",
+                   help="stop after the fast models (with --preset default)")  # fmt: skip
     _data_args(q)
     lb = sub.add_parser("leaderboard", help="train or reuse every model; table with CIs, p-values")
     lb.add_argument("--seeds", type=_int_arg, default=1, help="seeds per trained model (default 1)")

@@ -18,6 +18,7 @@ from recexplain import export, jobs, viz
 from recexplain import workbench as W
 from recexplain.config import DataConfig, dumps, from_dict
 from recexplain.data import DataError, Dataset, load_dataset
+from recexplain.quickstart import is_fast, phases
 from recexplain.runs import Run, RunError, check_run_id, list_runs, load_run, load_split
 from recexplain.sources import clean_text
 from recexplain.workbench import Settings, settings
@@ -221,61 +222,107 @@ def show_job(job: jobs.Job, cancel: str | None = None) -> None:
             st.button(cancel, on_click=job.cancel.set, icon=":material/cancel:")
 
 
-def watch(key: str, cancel: str | None = None) -> None:
-    """Re-renders a job's progress every second; reruns the whole page once it finishes."""
+def watch(key: str, cancel: str | None = None, compact: bool = False) -> None:
+    """Re-renders a job's progress every second; reruns the whole page when a model is saved
+    (so pages show each variant as soon as it exists) and when the job finishes."""
+    job = jobs.get_job(key)
+    saved = _saved(job)
 
     @st.fragment(run_every=1.0)
     def _poll() -> None:
         job = jobs.get_job(key)
         if job is None:
             return
-        show_job(job, cancel)
-        if job.done:
+        if compact:
+            st.progress(*viz.training_progress(list(job.events), job.parts))
+            st.caption(md(W.first_start_line(list(job.events))))
+        else:
+            show_job(job, cancel)
+        if job.done or _saved(job) != saved:
             st.rerun()
 
     _poll()
 
 
+def _saved(job: jobs.Job | None) -> int:
+    return 0 if job is None else sum(e.get("stage") == "done" for e in list(job.events))
+
+
 # -- the default runs ----------------------------------------------------------------------------
-def _loaded_default_runs(s: Settings) -> list[Run] | None:
-    try:
-        runs = [get_run(r, s.runs_dir) for r in s.default_ids]
-    except RunError:
-        return None
+def _default_runs_now(s: Settings) -> tuple[list[Run], bool]:
+    """(the default runs that load on this data now, whether the first start has work left: a
+    variant is missing, or is a fast model still to be refined)."""
     ds = get_dataset(s.data_cfg)
-    return runs if all(r.fingerprint == ds.fingerprint for r in runs) else None
+    refines = len(phases(s.preset)) > 1
+    runs, todo = [], False
+    for run_id in s.default_ids:
+        try:
+            run = get_run(run_id, s.runs_dir)
+        except RunError:
+            todo = True
+            continue
+        if run.fingerprint != ds.fingerprint:
+            todo = True
+            continue
+        runs.append(run)
+        todo |= refines and is_fast(run)
+    return runs, todo
 
 
-def _stopped_default_runs(job: jobs.Job) -> None:
-    """The first-start job ended without three loadable runs: says why, offers a restart, stops."""
+def _stopped_default_runs(job: jobs.Job, runs: list[Run]) -> None:
+    """The first-start job ended with work left: says why and offers a restart (stops the page
+    only when no variant can be shown)."""
     (st.warning if job.cancelled else st.error)(md(jobs.default_runs_outcome(job)))
     if st.button("Resume training" if job.cancelled else "Try again"):
         jobs.forget_job(job.key)
         st.rerun()
-    st.stop()
+    if not runs:
+        st.stop()
 
 
-def ensure_default_runs(s: Settings | None = None) -> list[Run]:
-    """The three default variants; on a fresh machine trains them, showing progress, and stops."""
+def ensure_default_runs(s: Settings | None = None, *, compact: bool = True) -> list[Run]:
+    """The default variants that exist now (fast or refined ones), in variant order.
+
+    On a fresh machine starts the first-start job (`quickstart.default_runs`: fast models, then
+    refined ones) and shows its progress; the page goes on with the variants that are ready and
+    stops only while none is. compact=False draws the full progress (curves, cancel button).
+    """
     s = s or settings()
     key = jobs.default_runs_key(s.runs_dir, s.data_cfg, s.preset)
+    with guard("Could not open the default runs"):
+        runs, todo = _default_runs_now(s)
     job = jobs.get_job(key)
-    if job is None or job.done:
-        with guard("Could not open the default runs"):
-            runs = _loaded_default_runs(s)
-        if runs is not None:
-            if W.cancelled(runs):
-                st.caption(md(W.cancelled_note(runs)))
-            return runs
-        if job is not None:
-            _stopped_default_runs(job)
-        jobs.start_default_runs(s.runs_dir, s.data_cfg, s.preset)
-    st.info(
-        f"First start: training the three attention variants on {s.dataset} "
-        f"(preset {s.preset!r}). Later starts reuse the saved runs in {s.runs_dir}."
-    )
-    watch(key, cancel="Cancel (keeps the variants trained so far)")
-    st.stop()
+    if todo and job is None:
+        job = jobs.start_default_runs(s.runs_dir, s.data_cfg, s.preset)
+    if todo and job is not None and job.done:
+        _stopped_default_runs(job, runs)
+    if job is not None and not job.done:
+        ready = ", ".join(r.label for r in runs) or "none yet"
+        st.info(
+            f"First start: training the three attention variants on {s.dataset}, a fast model "
+            f"of each first, then the full-quality ones, which replace them when done (preset "
+            f"{s.preset!r}). Ready: {ready}. Later starts reuse the saved runs in {s.runs_dir}."
+        )
+        watch(
+            key, cancel="Cancel (keeps the variants trained so far)", compact=compact and bool(runs)
+        )
+    if not runs:
+        st.stop()
+    if W.cancelled(runs):
+        st.caption(md(W.cancelled_note(runs)))
+    return runs
+
+
+def follow_defaults(key: str, defaults: list[str], options: list[str]) -> None:
+    """Selects `defaults` in the multiselect `key` on the first render, and adds default runs
+    that appear later (the first start saves one variant after another) to the selection."""
+    seen = st.session_state.get(f"{key}__defaults")
+    if key not in st.session_state:
+        st.session_state[key] = list(defaults)
+    elif seen is not None:
+        new = [r for r in defaults if r not in seen]
+        st.session_state[key] = [r for r in [*st.session_state[key], *new] if r in options]
+    st.session_state[f"{key}__defaults"] = list(defaults)
 
 
 # -- selections shared by Explain and Share (query params <-> widgets) ---------------------------
@@ -300,6 +347,10 @@ def pick_runs(s: Settings, defaults: list[Run]) -> list[Run]:
         if bad:
             st.error(md(f"Unknown or non-attention run(s) in the link: {', '.join(bad)}. Showing "
                         "the default runs; baselines have no attention to explain."))  # fmt: skip
+    seen = st.session_state.get("pick_runs__defaults")
+    if seen is not None and st.session_state["pick_runs"] == seen != default_ids:
+        st.session_state["pick_runs"] = default_ids  # the first start saved another variant
+    st.session_state["pick_runs__defaults"] = default_ids
     chosen = st.multiselect("Runs (attention variants)", options, key="pick_runs")
     if not chosen:
         st.warning("Pick at least one run.")

@@ -19,8 +19,9 @@ import pyarrow.parquet as pq
 
 from recexplain.config import ATTENTION_VARIANTS, DataConfig, ModelConfig, TrainConfig
 from recexplain.data import DataError, cache_root, dataset_name
+from recexplain.quickstart import default_runs
 from recexplain.runs import Run
-from recexplain.training import default_runs, train
+from recexplain.training import train
 
 Progress = Callable[[dict[str, Any]], None]
 Target = Callable[[Progress, Callable[[], bool]], Any]  # target(progress, should_stop) -> result
@@ -121,7 +122,7 @@ def default_runs_key(runs_dir: Path, data_cfg: DataConfig, preset_name: str) -> 
 
 
 def start_default_runs(runs_dir: Path, data_cfg: DataConfig, preset_name: str) -> Job:
-    """Starts `training.default_runs` in the background (reuses finished variants).
+    """Starts `quickstart.default_runs` in the background (reuses finished variants).
 
     Cancelling stops between steps: the variant in progress is saved with its best epoch so
     far and the variants not started yet are skipped (the job's result lists the saved runs).

@@ -1,6 +1,6 @@
 """Leaderboard: every model on one data set, one protocol, CIs and paired tests against the best.
 
-`build` trains or reuses the three attention variants (`training.default_runs`, plus
+`build` trains or reuses the three attention variants (`quickstart.default_runs`, plus
 `<dataset>-<variant>-s<seed>` runs for further seeds) and the baselines
 (`baselines.train_baseline`, runs `<dataset>-<baseline>-s<seed>`; the deterministic ones are
 fitted once), then tabulates their saved test rankings. A baseline that refuses the catalog as
@@ -37,8 +37,9 @@ from recexplain.config import ATTENTION_VARIANTS, DataConfig, preset
 from recexplain.data import Dataset, load_dataset
 from recexplain.evaluation import Ranking, bootstrap_ci, metrics_from_ranks, paired_test
 from recexplain.item_baselines import CatalogTooLarge
+from recexplain.quickstart import default_runs
 from recexplain.runs import Run, RunError, load_run
-from recexplain.training import default_runs, train
+from recexplain.training import train
 
 METRICS: tuple[str, ...] = ("ndcg@10", "hr@10", "mrr@10")
 COLUMNS: list[str] = [

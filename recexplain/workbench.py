@@ -14,10 +14,10 @@ import pandas as pd
 
 from recexplain import evaluation, viz
 from recexplain import explain as X
-from recexplain.config import DataConfig
+from recexplain.config import ATTENTION_VARIANTS, DataConfig
 from recexplain.faithfulness import read_report
+from recexplain.quickstart import FAST, default_run_ids
 from recexplain.runs import Run, RunError, resolve_run
-from recexplain.training import default_run_ids
 
 
 def enable_compilation_cache() -> str:
@@ -44,7 +44,7 @@ class Settings:
 
     @property
     def default_ids(self) -> list[str]:
-        """Run ids of the three default variants (`training.default_run_ids`)."""
+        """Run ids of the three default variants (`quickstart.default_run_ids`)."""
         return default_run_ids(self.data_cfg)
 
 
@@ -98,6 +98,39 @@ def cancelled_note(runs: list[Run]) -> str:
     return (f"Cancelled while training, kept with the best epoch so far: "
             f"{', '.join(cancelled(runs))}. To retrain one, train it on the Train page under the "
             "same run id with 'Replace the existing run'.")  # fmt: skip
+
+
+def first_start_status(events: list[dict[str, Any]]) -> dict[str, str]:
+    """What the first-start job (`quickstart.default_runs`) says about each variant now.
+
+    Returns:
+      {variant: "waiting" | "fast model: epoch 3/8, valid NDCG@10 0.061" | "fast model ready" |
+      "refining: epoch 12/30, valid NDCG@10 0.104" | "ready" | ...} in ATTENTION_VARIANTS order.
+    """
+    status = dict.fromkeys(ATTENTION_VARIANTS, "waiting")
+    two_phase = any(e.get("phase") == FAST for e in events)
+    for e in events:
+        variant, phase = e.get("variant"), e.get("phase")
+        if variant not in status:
+            continue
+        what = "fast model" if phase == FAST else "refining" if two_phase else "training"
+        stage = e.get("stage")
+        if stage in ("reused", "done"):
+            status[variant] = "fast model ready" if phase == FAST else "ready"
+        elif "epoch" in e:
+            status[variant] = (f"{what}: epoch {e['epoch']}/{e.get('max_epochs', '?')}, valid "
+                               f"NDCG@10 {e.get('valid_ndcg@10', float('nan')):.3f}")  # fmt: skip
+        elif stage == "training":
+            status[variant] = f"{what}: first epoch (includes compiling)"
+        elif stage:
+            status[variant] = f"{what}: {stage}"
+    return status
+
+
+def first_start_line(events: list[dict[str, Any]]) -> str:
+    """One line for every page: e.g. "additive: fast model ready · multiplicative: refining:
+    epoch 12/30, valid NDCG@10 0.104 · hard: waiting"."""
+    return " · ".join(f"{v}: {s}" for v, s in first_start_status(events).items())
 
 
 def known_runs(

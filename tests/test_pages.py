@@ -219,7 +219,7 @@ def test_train_runs_in_the_background_and_the_run_appears(app_env, tmp_path, mon
 
 
 def fake_default_runs(app_runs: Path, gate: threading.Event | None = None, hold: int | None = None):
-    """Stands in for training.default_runs (the real one trains for minutes): once `gate` (if
+    """Stands in for quickstart.default_runs (the real one trains for minutes): once `gate` (if
     any) is set, copies the tiny runs in one variant at a time, reusing those already there; with
     `hold`, variant number `hold` waits for a cancel (then is saved, like a cancelled run, and
     the rest are skipped)."""
@@ -251,7 +251,7 @@ def fake_default_runs(app_runs: Path, gate: threading.Event | None = None, hold:
 
 
 def first_start(tmp_path, monkeypatch, app_runs, hold=None) -> tuple[AppTest, jobs.Job]:
-    """Opens the app on an empty runs folder (a fake training.default_runs), checks the
+    """Opens the app on an empty runs folder (a fake quickstart.default_runs), checks the
     progress bar, then lets the fake go on."""
     gate = threading.Event()
     runs_dir = tmp_path / "fresh"
@@ -408,3 +408,47 @@ def test_baseline_runs_compare_but_are_not_explained(app_env, planted, tmp_path,
     assert not at.exception
     assert "baselines have no attention to explain" in errors(at)
     assert len(at.get("vega_lite_chart")) == 2  # the default runs instead
+
+
+def test_pages_show_each_variant_as_soon_as_it_is_ready(app_runs, tmp_path, monkeypatch):
+    """The first start saves one variant after another: Compare shows those that exist and
+    says what is still training; the Overview's data part never waits."""
+    variants = ("additive", "multiplicative", "hard")
+    gates = {v: threading.Event() for v in variants}
+    runs_dir = tmp_path / "progressive"
+
+    def fake(target_dir, *, progress, should_stop, **kwargs):
+        progress({"stage": "loading data"})
+        for variant in variants:
+            progress({"stage": "training", "variant": variant, "phase": "fast"})
+            gates[variant].wait(60)
+            name = f"synthetic-planted-{variant}"
+            shutil.copytree(app_runs / name, Path(target_dir) / name)
+            progress({"stage": "done", "variant": variant, "phase": "fast"})
+        return []
+
+    monkeypatch.setenv("RECEXPLAIN_RUNS_DIR", str(runs_dir))
+    monkeypatch.setenv("RECEXPLAIN_DATASET", "synthetic")
+    monkeypatch.setattr(jobs, "default_runs", fake)
+    overview = open_page()
+    assert "First start" in overview.info[0].value
+    assert any("Data set" in h.value for h in overview.subheader)  # shown before any model
+    job = jobs.get_job(jobs.default_runs_key(runs_dir, DataConfig(dataset="synthetic"), "default"))
+    at = open_page("pages/2_Compare.py")
+    assert not at.exception and not any("Showing" in c.value for c in at.caption)
+    gates["additive"].set()
+    deadline = time.time() + 60
+    while not any(e.get("stage") == "done" for e in job.events):
+        assert time.time() < deadline
+        time.sleep(0.05)
+    at.run()
+    assert not at.exception
+    assert "Ready: additive" in at.info[0].value
+    assert any(c.value == "Showing: additive" for c in at.caption)
+    gates["multiplicative"].set()
+    gates["hard"].set()
+    assert job.wait(60) and job.error is None
+    at.run()
+    assert_clean(at)
+    assert not any("First start" in i.value for i in at.info)
+    assert any(c.value == "Showing: additive, multiplicative, hard" for c in at.caption)
