@@ -204,3 +204,7 @@ def test_hashed_gumbel_noise_has_gumbel_moments_and_depends_on_the_key():
     x = np.sort(a.ravel())
     ks = np.abs(np.exp(-np.exp(-x)) - (np.arange(1, x.size + 1) / x.size)).max()
     assert ks < 0.005
+    # regression: the largest hash value once gave u = 1 in float32 and an infinite noise
+    extremes = prefix._open_unit(jnp.array([0, 1, 2**32 - 1], jnp.uint32))
+    assert bool(((extremes > 0) & (extremes < 1)).all())
+    assert bool(jnp.isfinite(-jnp.log(-jnp.log(extremes))).all())
