@@ -2,19 +2,23 @@
 
 `default_runs` trains the runs named `<data set>-<variant>` that the workbench opens by default.
 With the "default" preset it works in two phases, so that every page has something real to show
-within minutes on a laptop:
+within minutes:
 
-1. fast: each missing variant is trained with the "fast" preset (seconds to a minute each);
-2. refine: each variant whose run is a fast one is trained with the full "default" preset and
-   replaces its fast run when done (the fast run stays in place, and in use, until then).
+1. fast: each missing variant starts the default preset's training and pauses it after
+   FAST_EPOCHS epochs (`train(pause_after=...)`): the fast model is saved as the run and the
+   training's checkpoint is kept;
+2. refine: each paused variant resumes that training from its checkpoint (same schedule, same
+   batches: the result is what an uninterrupted training gives) and replaces its fast run when
+   done. The fast run stays in place, and in use, until then.
 
-A restart reuses what is done: finished runs are kept, and an interrupted refinement resumes
-from its per-epoch checkpoint (`train(resume=True)`); cancelling a refinement keeps the fast run.
-Any other run under a default name (another preset, a custom config) counts as final.
+A restart reuses what is done (finished runs; a paused or interrupted training resumes from its
+checkpoint); cancelling a refinement keeps the fast run. Any other run under a default name
+(another preset, a custom config) counts as final.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -22,10 +26,13 @@ from typing import Any, Literal
 from recexplain.config import ATTENTION_VARIANTS, DataConfig, preset
 from recexplain.data import Dataset, dataset_name, load_dataset
 from recexplain.runs import Run, RunError, check_run_id, load_run
-from recexplain.training import train
+from recexplain.training import PAUSED, train
 
 Progress = Callable[[dict[str, Any]], None]
-FAST = "fast"  # the preset the first phase trains
+FAST = "fast"  # the first phase's name in progress events
+# Epochs of the default training before the fast model is saved: on ML-100K, 2 CPU cores, about
+# 40 s for the multiplicative variant (benchmarks/results/time_to_model.md).
+FAST_EPOCHS = 3
 State = Literal["missing", "fast", "final"]
 
 
@@ -36,13 +43,13 @@ def default_run_ids(data_cfg: DataConfig) -> list[str]:
 
 
 def phases(preset_name: str) -> list[str]:
-    """Presets trained one after the other: fast then default for "default", else just one."""
+    """The phases of a first start: [FAST, "default"] for the default preset, else just one."""
     return [FAST, preset_name] if preset_name == "default" else [preset_name]
 
 
 def run_state(run_id: str, runs_dir: str | Path, ds: Dataset) -> State:
-    """ "missing" (absent, broken, other data, or cancelled), "fast" (trained with the fast
-    preset: to be refined) or "final"."""
+    """ "missing" (absent, broken, other data, or cancelled), "fast" (a paused training, to be
+    refined) or "final"."""
     try:
         run = load_run(run_id, runs_dir)
     except RunError:
@@ -54,8 +61,8 @@ def run_state(run_id: str, runs_dir: str | Path, ds: Dataset) -> State:
 
 
 def is_fast(run: Run) -> bool:
-    """Whether the run was trained with the fast preset (exactly its configs)."""
-    return (run.model_cfg, run.train_cfg) == preset(FAST, run.model_cfg.attention)
+    """Whether the run is a fast model: a training paused early, to be resumed."""
+    return str(run.metrics.get("stop_reason", "")).startswith(PAUSED)
 
 
 def default_runs(
@@ -93,11 +100,19 @@ def default_runs(
                 continue
             if should_stop is not None and should_stop():
                 break
-            model_cfg, cfg = preset(phase, variant)
-            tagged = lambda e, v=variant, p=phase: say({**e, "variant": v, "phase": p})
-            train(data_cfg, model_cfg, cfg, runs_dir=runs_dir, run_id=run_id, dataset=ds,
-                  progress=tagged, should_stop=should_stop, verbose=verbose, overwrite=True,
-                  resume=refine, keep_if_cancelled=not refine)  # fmt: skip
+            model_cfg, cfg = preset(stages[-1], variant)
+            tagged = lambda e, v=variant, p=phase: say({**e, "variant": v, "phase": p})  # noqa: E731
+            kwargs = dict(runs_dir=runs_dir, run_id=run_id, dataset=ds, progress=tagged,
+                          should_stop=should_stop, verbose=verbose, overwrite=True,
+                          keep_if_cancelled=not refine,
+                          pause_after=FAST_EPOCHS if phase == FAST else None)  # fmt: skip
+            try:
+                train(data_cfg, model_cfg, cfg, resume=True, **kwargs)
+            except ValueError as err:  # a checkpoint of other configs (an older preset)
+                if "not resuming" not in str(err):
+                    raise
+                shutil.rmtree(Path(runs_dir) / f".partial-{run_id}", ignore_errors=True)
+                train(data_cfg, model_cfg, cfg, **kwargs)
     loaded = (_load(r, runs_dir) for r in ids.values())
     return [run for run in loaded if run is not None and run.fingerprint == ds.fingerprint]
 

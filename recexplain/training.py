@@ -38,6 +38,7 @@ from recexplain.runs import Run, RunError, check_run_id, load_run, prepare_runs_
 from recexplain.split import Split, leave_last_out, training_windows
 
 Progress = Callable[[dict[str, Any]], None]
+PAUSED = "paused"  # stop_reason prefix of a training stopped early on purpose (`pause_after`)
 
 
 class CompileCounter:
@@ -98,16 +99,19 @@ def loss_fn(
 
     Args:
       batch: inputs, targets [B, L] int32 (target 0 = no loss); optional negatives [S] int32
-        and log_q [N + 1] float32 log sampling probability per item.
+        and log_q [N + 1] float32 log sampling probability per item; optional temperature
+        (scalar, the hard variant's soft phase: see `soft_temperature`).
       key: PRNG key for dropout / Gumbel noise.
     Returns:
       (mean cross-entropy over real targets, {"n_targets": count}).
     """
     inputs, targets = batch["inputs"], batch["targets"].T  # the logits are time-major
+    temperature = batch.get("temperature")  # hard variant's soft phase (TrainConfig.soft_epochs)
     if "negatives" in batch:
         logits, labels = _sampled_logits(model, batch, key), jnp.zeros_like(targets)
     else:
-        logits, labels = model.train_logits_full(inputs, key=key), targets
+        logits = model.train_logits_full(inputs, key=key, temperature=temperature)
+        labels = targets
         pad = jnp.arange(logits.shape[-1])[None, None, :] == 0
         logits = jnp.where(pad, jnp.finfo(jnp.float32).min, logits)  # id 0 is never a target
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
@@ -119,7 +123,9 @@ def loss_fn(
 def _sampled_logits(model: AttentionRecommender, batch: dict[str, jax.Array], key) -> jax.Array:
     """[L, B, 1 + S] logQ-corrected logits: the target first, then the shared negatives."""
     targets, negatives, log_q = batch["targets"], batch["negatives"], batch["log_q"]
-    logits = model.train_logits(batch["inputs"], targets, negatives, key=key)
+    logits = model.train_logits(
+        batch["inputs"], targets, negatives, key=key, temperature=batch.get("temperature")
+    )
     targets = targets.T
     hit = negatives[None, None, :] == targets[..., None]  # a negative that is the positive
     neg = logits[..., 1:] - log_q[negatives][None, None, :]
@@ -173,6 +179,7 @@ def fit(
     verbose: bool = True,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
+    pause_after: int | None = None,
 ) -> FitResult:
     """Trains an AttentionRecommender with early stopping on validation NDCG@10.
 
@@ -187,6 +194,9 @@ def fit(
       resume: continue from the newest checkpoint in checkpoint_dir (same configs required);
         batches, negatives and dropout depend only on (seed, epoch, step), so a resumed run
         ends exactly where an uninterrupted one would.
+      pause_after: stop after this epoch with stop_reason "paused ..." (the schedule is still
+        the one of cfg.max_epochs, so a `resume` from the checkpoint continues it: the first
+        start's fast models are the default training paused early, see `quickstart`).
     Returns:
       FitResult with the best-validation parameters loaded and the model in eval mode. Each
       history record counts the XLA compilations of its epoch ("compiles"): after the first
@@ -241,8 +251,11 @@ def fit(
                 _save_checkpoint(Path(checkpoint_dir), digest, optimizer, result, best)
             bar.set_postfix(loss=f"{record['loss']:.4f}", val=f"{result.best_valid_ndcg:.4f}")
             if progress is not None:
-                progress({**record, "max_epochs": cfg.max_epochs, "best_epoch": result.best_epoch,
+                progress({**record, "max_epochs": pause_after or cfg.max_epochs,
+                          "best_epoch": result.best_epoch,
                           "best_valid_ndcg@10": result.best_valid_ndcg})  # fmt: skip
+            if pause_after is not None and epoch >= pause_after and not result.stop_reason:
+                result.stop_reason = f"{PAUSED} after epoch {epoch} of {cfg.max_epochs}"
             if result.stop_reason:
                 break
     bar.close()
@@ -280,6 +293,8 @@ def _resume(folder: Path, digest: str, optimizer, result: FitResult):
     result.steps, result.best_epoch = int(meta["steps"]), int(meta["best_epoch"])
     result.best_valid_ndcg = float(meta["best_valid_ndcg"])
     result.stop_reason = meta.get("stop_reason") or ""
+    if result.stop_reason.startswith(PAUSED):  # a paused training goes on when resumed
+        result.stop_reason = ""
     seconds = float(result.history[-1]["seconds"]) if result.history else 0.0
     return jax.tree.map(lambda a: np.array(a), best), seconds
 
@@ -301,6 +316,16 @@ class _Feed:
                              prefetch=self.cfg.prefetch)  # fmt: skip
 
 
+def soft_temperature(model_cfg: ModelConfig, cfg: TrainConfig, epoch: int) -> float | None:
+    """The hard variant's readout temperature in epoch `epoch` (1-based) of its soft phase:
+    1 in the first epoch, falling geometrically to cfg.soft_tau in epoch cfg.soft_epochs; None
+    (straight-through top-k) afterwards and for the other variants. Leaving the soft phase
+    compiles the straight-through step once."""
+    if model_cfg.attention != "hard" or epoch > cfg.soft_epochs:
+        return None
+    return float(cfg.soft_tau ** ((epoch - 1) / max(cfg.soft_epochs - 1, 1)))
+
+
 def _make_step(model: AttentionRecommender, optimizer: nnx.Optimizer):
     """`train_step` bound to this model and optimizer: `nnx.cached_partial` caches the graph
     traversal that `nnx.jit` otherwise repeats on every call (~100 ms per step measured on the
@@ -316,7 +341,10 @@ def _train_epoch(step, feed, result, should_stop) -> list[float]:
     """
     base_key, losses = jax.random.key(feed.cfg.seed), []
     epoch = len(result.history) + 1
+    temperature = soft_temperature(result.model.cfg, feed.cfg, epoch)
+    extra = {} if temperature is None else {"temperature": np.float32(temperature)}
     for batch in feed.epoch(epoch):
+        batch = {**batch, **extra}
         losses.append(step(batch, jax.random.fold_in(base_key, result.steps))["loss"])
         result.steps += 1
         if should_stop is not None and should_stop():
@@ -358,6 +386,7 @@ def train(
     overwrite: bool = False,
     resume: bool = False,
     keep_if_cancelled: bool = True,
+    pause_after: int | None = None,
 ) -> Run | None:
     """Loads data, trains with early stopping, evaluates the best epoch, saves the run.
 
@@ -371,6 +400,8 @@ def train(
         runs_dir/.partial-<run_id> (it is removed once the run is saved).
       keep_if_cancelled: save the best epoch so far when `should_stop` cancels; False leaves
         the existing run untouched and keeps the checkpoint for `resume` (returns None).
+      pause_after: save the run after this epoch (its stop_reason says "paused") and keep the
+        checkpoint, so a later `train(..., resume=True)` continues the same schedule.
     Returns:
       The saved, reloaded Run; None on processes other than 0 of a multi-process job
       (`recexplain.distributed`), which train alongside process 0 but leave the saving to it,
@@ -389,7 +420,8 @@ def train(
         raise RunError(f"run {run_id!r} already exists in {runs_dir} (use overwrite)")
     partial = Path(runs_dir) / f".partial-{run_id}"
     result = fit(split, model_cfg, cfg, progress=progress, should_stop=should_stop,
-                 verbose=verbose, checkpoint_dir=partial, resume=resume)  # fmt: skip
+                 verbose=verbose, checkpoint_dir=partial, resume=resume,
+                 pause_after=pause_after)  # fmt: skip
     if not dist.is_primary():  # fit returned host-local parameters: nothing left to share
         return None
     if not keep_if_cancelled and result.stop_reason.startswith("cancelled"):
@@ -427,6 +459,7 @@ def train(
         rankings=rankings,
         overwrite=overwrite,
     )  # fmt: skip
-    shutil.rmtree(partial, ignore_errors=True)
+    if not result.stop_reason.startswith(PAUSED):
+        shutil.rmtree(partial, ignore_errors=True)
     say({"stage": "done", "run_id": run_id})
     return load_run(path)

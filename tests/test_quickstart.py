@@ -15,11 +15,10 @@ TINY_MODEL = ModelConfig(d_model=16, n_blocks=1, n_heads=1, d_attn=8, max_len=12
 
 @pytest.fixture
 def tiny_presets(monkeypatch):
-    """The "fast" and "default" presets shrunk to seconds on the synthetic data (one and two epochs)."""
-    fast = TrainConfig(batch_size=64, n_negatives=16, max_epochs=1, bootstrap=20, loss="sampled")
-    full = TrainConfig(batch_size=64, n_negatives=16, max_epochs=2, bootstrap=20, seed=1)
-    monkeypatch.setitem(config.PRESETS, "fast", (TINY_MODEL, fast))
+    """The default preset shrunk to seconds on the synthetic data: 3 epochs, paused after 1."""
+    full = TrainConfig(batch_size=64, n_negatives=16, max_epochs=3, patience=3, bootstrap=20)
     monkeypatch.setitem(config.PRESETS, "default", (TINY_MODEL, full))
+    monkeypatch.setattr(quickstart, "FAST_EPOCHS", 1)
 
 
 def _train_events(events):
@@ -43,15 +42,17 @@ def test_fast_models_come_first_then_refined_ones_replace_them(tiny_presets, tmp
         (v, "default") for v in variants
     ]
     assert [r.run_id for r in runs] == ids
-    assert all(not quickstart.is_fast(r) and r.train_cfg.max_epochs == 2 for r in runs)
-    assert not list(tmp_path.glob(".partial-*"))  # refinement checkpoints removed when saved
+    assert all(not quickstart.is_fast(r) and len(r.history) == 3 for r in runs)
+    # the refinement resumed the paused training: epochs 2 and 3, not a new start
+    assert [e["epoch"] for e in events if "epoch" in e and e["variant"] == "hard"] == [1, 2, 3]
+    assert not list(tmp_path.glob(".partial-*"))  # checkpoints removed once the run is final
 
     again: list[dict] = []  # a restart trains nothing
     quickstart.default_runs(tmp_path, data_cfg=SYNTHETIC, progress=again.append, verbose=False)
     assert _train_events(again) == []
     assert [e["stage"] for e in again if "variant" in e].count("reused") == 6
 
-    assert cli.main(["quickstart", "--dataset", "synthetic", "--runs-dir", str(tmp_path)]) == 0
+    assert cli.main(["--runs-dir", str(tmp_path), "quickstart", "--dataset", "synthetic"]) == 0
     out = capsys.readouterr().out  # the command line reuses them too, and says so per phase
     assert "[1/2] fast models ready" in out and "[2/2] preset 'default' ready" in out
     assert out.count("NDCG@10") == 6
@@ -60,6 +61,7 @@ def test_fast_models_come_first_then_refined_ones_replace_them(tiny_presets, tmp
 def test_a_cancelled_refinement_keeps_the_fast_run_and_resumes(tiny_presets, tmp_path):
     events: list[dict] = []
     refining = lambda: any(e.get("phase") == "default" and "epoch" in e for e in events)  # noqa: E731
+    # epoch 2 (the first of the refinement) ends, then the cancel lands in epoch 3
     runs = quickstart.default_runs(tmp_path, data_cfg=SYNTHETIC, progress=events.append,
                                    should_stop=refining, verbose=False)  # fmt: skip
     assert len(runs) == 3 and all(quickstart.is_fast(r) for r in runs)  # fast runs kept
@@ -70,8 +72,8 @@ def test_a_cancelled_refinement_keeps_the_fast_run_and_resumes(tiny_presets, tmp
                                    verbose=False)  # fmt: skip
     assert not any(quickstart.is_fast(r) for r in runs)
     first_epochs = [e["epoch"] for e in resumed if "epoch" in e and e["variant"] == "additive"]
-    assert first_epochs == [2]  # epoch 1 of the additive refinement came from the checkpoint
-    assert load_run(first, tmp_path).train_cfg.max_epochs == 2
+    assert first_epochs == [3]  # epochs 1-2 of the additive training came from the checkpoint
+    assert len(load_run(first, tmp_path).history) == 3
 
 
 def test_a_single_phase_preset_trains_once():

@@ -214,9 +214,11 @@ class AttentionRecommender(nnx.Module):
         bias = self.item_bias[...][cand]
         return bias[None] if cand.ndim == 1 else bias
 
-    def _weights(self, s: Array, mask: Array, key: Array | None) -> Array:
+    def _weights(self, s: Array, mask: Array, key: Array | None, temperature=None) -> Array:
         cfg = self.cfg
         key = None if self.deterministic else key
+        if temperature is not None and key is not None:  # hard variant's soft phase
+            return att.softmax_weights(s / temperature, mask)
         return att.attention_weights(
             s,
             mask,
@@ -236,9 +238,9 @@ class AttentionRecommender(nnx.Module):
         )
         return s_all, m_all
 
-    def _readout(self, s, g, s_ctx, g_ctx, mask, key):
+    def _readout(self, s, g, s_ctx, g_ctx, mask, key, temperature=None):
         """Attention over [history keys..., context key]: (scores, history w, context w)."""
-        w = self._weights(*self._with_context(s, s_ctx, mask), key)
+        w = self._weights(*self._with_context(s, s_ctx, mask), key, temperature)
         out = (w[..., :-1] * g).sum(-1) + w[..., -1] * g_ctx
         return out, w[..., :-1], w[..., -1]
 
@@ -274,12 +276,20 @@ class AttentionRecommender(nnx.Module):
         return scores, {"readout": w_hist, "context": w_ctx, "blocks": block_w}
 
     def train_logits(
-        self, seq: Array, targets: Array, negatives: Array, *, key: Array | None = None
+        self,
+        seq: Array,
+        targets: Array,
+        negatives: Array,
+        *,
+        key: Array | None = None,
+        temperature: Array | None = None,
     ) -> Array:
         """Time-major logits at every position: column 0 the next item, then the negatives.
 
         Args:
           seq: [B, L] inputs; targets: [B, L] next items (0 = no target); negatives: [S].
+          key: dropout / Gumbel noise key (train mode). temperature: hard variant only: train
+            the readout as a softmax of scores / temperature (`TrainConfig.soft_epochs`).
         Returns:
           [L, B, 1 + S] logits (readout over the prefix i <= t at each position t), time-major
           like every training readout (see `prefix`).
@@ -294,32 +304,34 @@ class AttentionRecommender(nnx.Module):
         e_pos = self.item_emb(targets)
         s_cp = self._diag(self.rq(e_pos), self.ck(h))  # [B, T]
         g_cp = (e_pos * self.cv(h)).sum(-1)
-        pos, _, _ = self._readout(s_pos, g_pos, s_cp, g_cp, causal, k_pos)
+        pos, _, _ = self._readout(s_pos, g_pos, s_cp, g_cp, causal, k_pos, temperature)
         pos = (pos + self.item_bias[...][targets]).T  # [T, B]
-        neg = self._prefix_logits(seq, h, negatives, k_neg)  # [T, B, S]
+        neg = self._prefix_logits(seq, h, negatives, k_neg, temperature)  # [T, B, S]
         return jnp.concatenate([pos[..., None], neg], axis=-1)
 
-    def train_logits_full(self, seq: Array, *, key: Array | None = None) -> Array:
+    def train_logits_full(
+        self, seq: Array, *, key: Array | None = None, temperature: Array | None = None
+    ) -> Array:
         """Time-major logits of every item at every position (a full softmax over the catalog).
 
         Args:
-          seq: [B, L] inputs.
+          seq: [B, L] inputs; key, temperature: see `train_logits`.
         Returns:
           [L, B, N + 1] logits (readout over the prefix i <= t at each position t; column 0
           is the padding id and must be masked by the loss).
         """
         k_enc, k_items = _split(key, 2)
         h, _ = self.encode(seq, key=k_enc)
-        return self._prefix_logits(seq, h, jnp.arange(self.n_items + 1), k_items)
+        return self._prefix_logits(seq, h, jnp.arange(self.n_items + 1), k_items, temperature)
 
-    def _prefix_logits(self, seq: Array, h: Array, cand: Array, key: Array | None) -> Array:
+    def _prefix_logits(self, seq, h, cand, key, temperature=None) -> Array:
         """Shared candidates [C] at every position: [T, B, C] logits, item bias included."""
         seq, h = seq.T, jnp.swapaxes(h, 0, 1)  # time-major: [L, B], [T, B, D] (small copies)
         s, g = self._history_parts(seq, cand)  # [L, B, C]
         e = self.item_emb(cand)
         s_ctx = self._pair(self.ck(h), self.rq(e)[None])  # [T, B, C]
         g_ctx = jnp.einsum("tbd,cd->tbc", self.cv(h), e)
-        out = self._prefix(s, g, (seq > 0)[..., None], s_ctx, g_ctx, key)
+        out = self._prefix(s, g, (seq > 0)[..., None], s_ctx, g_ctx, key, temperature)
         return out + self.item_bias[...][cand][None, None]
 
     def _history_parts(self, seq: Array, cand: Array) -> tuple[Array, Array]:
@@ -340,13 +352,16 @@ class AttentionRecommender(nnx.Module):
             s = s + self.recency[...] * jnp.arange(seq.shape[0], dtype=jnp.float32)[:, None, None]
         return s, g
 
-    def _prefix(self, s, g, mask, s_ctx, g_ctx, key: Array | None) -> Array:
-        """[L, B, C] keys -> [T, B, C] readouts: softmax, or hard top-k (straight-through)."""
+    def _prefix(self, s, g, mask, s_ctx, g_ctx, key: Array | None, temperature=None) -> Array:
+        """[L, B, C] keys -> [T, B, C] readouts: softmax, or hard top-k (straight-through; in
+        the hard variant's soft phase, a softmax of scores / temperature)."""
         if self.cfg.attention != "hard":
             return prefix.prefix_readout(s, g, mask, s_ctx, g_ctx)
         k = self.cfg.hard_k
         if self.deterministic or key is None:
             return prefix.prefix_hard_readout(s, g, mask, k, s_ctx, g_ctx)
+        if temperature is not None:
+            return prefix.prefix_readout(s / temperature, g, mask, s_ctx / temperature, g_ctx)
         k_items, k_ctx, noise = *jax.random.split(key), self.cfg.gumbel_scale
         s = s + noise * prefix.gumbel(k_items, s.shape)
         s_ctx = s_ctx + noise * prefix.gumbel(k_ctx, s_ctx.shape)
