@@ -174,6 +174,8 @@ def fit_sasrec(
     batch_size: int = 128,
     max_epochs: int = 200,
     patience: int = 10,
+    warmup_steps: int = 0,
+    cosine: bool = False,
     progress: Callable[[dict[str, Any]], None] | None = None,
     verbose: bool = False,
 ) -> tuple[SASRec, FitOutcome]:
@@ -184,13 +186,20 @@ def fit_sasrec(
       n_negatives: 0 = full softmax, else sampled softmax with that many shared negatives;
       seed: fixes init, dropout, negatives and batch order; batch_size: windows per step;
       max_epochs, patience: early stopping on validation NDCG@10.
+      warmup_steps, cosine: linear warmup to lr, then (cosine=True) a cosine decay to lr / 100
+        over max_epochs (the attention variants' schedule); else a constant lr.
     Returns:
       (the best-validation model in eval mode, FitOutcome with the per-epoch history).
     """
     inputs, targets = training_windows(split, max_len)
     model = SASRec(split.n_items, d_model=d_model, n_blocks=n_blocks, n_heads=n_heads,
                    max_len=max_len, dropout=dropout, rngs=nnx.Rngs(seed))  # fmt: skip
-    optimizer = nnx.Optimizer(model, optax.adam(lr), wrt=nnx.Param)
+    total = -(-len(inputs) // batch_size) * max_epochs
+    schedule = (optax.warmup_cosine_decay_schedule(0.0, lr, min(warmup_steps, total - 1), total,
+                                                   lr * 0.01)
+                if cosine else optax.linear_schedule(0.0, lr, warmup_steps) if warmup_steps
+                else lr)  # fmt: skip
+    optimizer = nnx.Optimizer(model, optax.adam(schedule), wrt=nnx.Param)
     base, counter = jax.random.key(seed), [0]
 
     def train_epoch(epoch: int) -> float:
