@@ -298,9 +298,10 @@ def ensure_default_runs(s: Settings | None = None, *, compact: bool = True) -> l
         _stopped_default_runs(job, runs)
     if job is not None and not job.done:
         ready = ", ".join(r.label for r in runs) or "none yet"
+        how = (", a fast model of each first, then the full-quality ones, which replace them "
+               "when done" if len(phases(s.preset)) > 1 else "")  # fmt: skip
         st.info(
-            f"First start: training the three attention variants on {s.dataset}, a fast model "
-            f"of each first, then the full-quality ones, which replace them when done (preset "
+            f"First start: training the three attention variants on {s.dataset}{how} (preset "
             f"{s.preset!r}). Ready: {ready}. Later starts reuse the saved runs in {s.runs_dir}."
         )
         watch(
